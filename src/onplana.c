@@ -1,0 +1,1 @@
+/* onplana.c: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* records.c: placeholder, being written. */

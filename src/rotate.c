@@ -1,0 +1,1 @@
+/* rotate.c: placeholder, being written. */

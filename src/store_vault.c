@@ -1,0 +1,1 @@
+/* store_vault.c: placeholder, being written. */
