@@ -1,1 +1,411 @@
-/* http.c: placeholder, being written. */
+/* http.c: the only file that calls libcurl.  One easy handle per client so
+ * connections and TLS sessions are reused; every option checked; answers
+ * capped; idempotent calls retried with capped, jittered backoff. */
+#include "autoconfig.h"
+#include "http.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "config.h"
+#include "duration.h"
+#include "secret.h"
+
+#define DEFAULT_ATTEMPTS 4
+#define BACKOFF_BASE_MS 200
+#define BACKOFF_CAP_MS 5000
+
+struct http_client {
+        CURL *easy;
+        long connect_ms;
+        long total_ms;
+        int64_t deadline_ms;
+};
+
+static uint64_t requests_sent;
+
+uint64_t http_request_count(void)
+{
+        return requests_sent;
+}
+
+struct http_client *http_client_new(long connect_timeout_ms, long total_timeout_ms)
+{
+        static bool curl_ready;
+        struct http_client *c;
+
+        if (!curl_ready) {
+                if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+                        return NULL;
+                curl_ready = true;
+        }
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return NULL;
+        c->easy = curl_easy_init();
+        if (!c->easy) {
+                free(c);
+                return NULL;
+        }
+        c->connect_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 10000;
+        c->total_ms = total_timeout_ms > 0 ? total_timeout_ms : 30000;
+        return c;
+}
+
+struct http_client *http_client_free(struct http_client *c)
+{
+        if (c) {
+                curl_easy_cleanup(c->easy);
+                free(c);
+        }
+        return NULL;
+}
+
+void http_client_set_deadline(struct http_client *c, int64_t deadline_ms)
+{
+        c->deadline_ms = deadline_ms;
+}
+
+void http_response_clear(struct http_response *r)
+{
+        if (!r)
+                return;
+        if (r->body) {
+                explicit_bzero(r->body, r->body_len);
+                free(r->body);
+        }
+        free(r->www_authenticate);
+        free(r->content_type);
+        memset(r, 0, sizeof(*r));
+        r->retry_after = -1;
+}
+
+struct sink {
+        struct http_response *resp;
+        size_t cap;
+        bool too_big;
+};
+
+/* Grow in doubling steps; the old buffer may hold a token, so wipe it. */
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+        struct sink *s = userdata;
+        struct http_response *r = s->resp;
+        size_t n = size * nmemb;
+
+        if (r->body_len + n > HTTP_MAX_BODY) {
+                s->too_big = true;
+                return 0;
+        }
+        if (r->body_len + n + 1 > s->cap) {
+                size_t cap = s->cap ? s->cap : 4096;
+                char *nb;
+                while (cap < r->body_len + n + 1)
+                        cap *= 2;
+                nb = malloc(cap);
+                if (!nb)
+                        return 0;
+                if (r->body) {
+                        memcpy(nb, r->body, r->body_len);
+                        explicit_bzero(r->body, s->cap);
+                        free(r->body);
+                }
+                r->body = nb;
+                s->cap = cap;
+        }
+        memcpy(r->body + r->body_len, data, n);
+        r->body_len += n;
+        r->body[r->body_len] = '\0';
+        return n;
+}
+
+static char *header_value(const char *line, size_t len, const char *name)
+{
+        size_t nl = strlen(name);
+        const char *v, *end = line + len;
+
+        if (len <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+                return NULL;
+        v = line + nl + 1;
+        while (v < end && (*v == ' ' || *v == '\t'))
+                v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+                end--;
+        return strndup(v, (size_t)(end - v));
+}
+
+static void keep_header(char **slot, char *value)
+{
+        if (!value)
+                return;
+        free(*slot);
+        *slot = value;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
+{
+        struct http_response *r = userdata;
+        size_t n = size * nmemb;
+        char *v;
+
+        /* A new status line (after 100 Continue or a redirect) starts afresh. */
+        if (n > 5 && strncmp(data, "HTTP/", 5) == 0) {
+                r->retry_after = -1;
+                return n;
+        }
+        keep_header(&r->www_authenticate, header_value(data, n, "WWW-Authenticate"));
+        keep_header(&r->content_type, header_value(data, n, "Content-Type"));
+        v = header_value(data, n, "Retry-After");
+        if (v) {
+                int64_t secs;
+                if (retry_after_parse(v, now_wall(), &secs) == 0)
+                        r->retry_after = secs;
+                free(v);
+        }
+        return n;
+}
+
+static void slist_wipe_free(struct curl_slist *l)
+{
+        struct curl_slist *i;
+
+        for (i = l; i; i = i->next)
+                if (i->data)
+                        explicit_bzero(i->data, strlen(i->data));
+        curl_slist_free_all(l);
+}
+
+static int build_headers(const struct http_request *req, struct curl_slist **ret)
+{
+        struct curl_slist *l = NULL, *n;
+        const char *const *h;
+
+        /* No "Expect: 100-continue" round trip for our small bodies. */
+        n = curl_slist_append(l, "Expect:");
+        if (!n)
+                goto fail;
+        l = n;
+        for (h = req->headers; h && *h; h++) {
+                n = curl_slist_append(l, *h);
+                if (!n)
+                        goto fail;
+                l = n;
+        }
+        *ret = l;
+        return 0;
+fail:
+        slist_wipe_free(l);
+        return -ENOMEM;
+}
+
+#define SETOPT(h, opt, val) \
+        do { if (curl_easy_setopt((h), (opt), (val)) != CURLE_OK) return -EINVAL; } while (0)
+
+static int set_options(struct http_client *c, const struct http_request *req,
+                       struct curl_slist *headers, struct sink *sink, char *errbuf)
+{
+        CURL *h = c->easy;
+
+        curl_easy_reset(h);     /* keeps the connection and TLS session caches */
+        SETOPT(h, CURLOPT_URL, req->url);
+        SETOPT(h, CURLOPT_NOSIGNAL, 1L);
+        SETOPT(h, CURLOPT_PROTOCOLS_STR, "https,http");
+        SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+        SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
+        SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
+        SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
+        SETOPT(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+        if (req->ca_file)
+                SETOPT(h, CURLOPT_CAINFO, req->ca_file);
+        SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_ms);
+        SETOPT(h, CURLOPT_TIMEOUT_MS, c->total_ms);
+        SETOPT(h, CURLOPT_ERRORBUFFER, errbuf);
+        SETOPT(h, CURLOPT_VERBOSE, 0L);
+        SETOPT(h, CURLOPT_USERAGENT, "patrol/" PACKAGE_VERSION);
+        SETOPT(h, CURLOPT_HTTPHEADER, headers);
+        SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
+        SETOPT(h, CURLOPT_WRITEDATA, sink);
+        SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
+        SETOPT(h, CURLOPT_HEADERDATA, sink->resp);
+        SETOPT(h, CURLOPT_CUSTOMREQUEST, req->method);
+        if (strcmp(req->method, "GET") == 0) {
+                SETOPT(h, CURLOPT_HTTPGET, 1L);
+        } else if (req->body) {
+                SETOPT(h, CURLOPT_POSTFIELDS, req->body);
+                SETOPT(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        } else if (strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0) {
+                SETOPT(h, CURLOPT_POSTFIELDS, "");
+                SETOPT(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+        } else if (strcmp(req->method, "HEAD") == 0) {
+                SETOPT(h, CURLOPT_NOBODY, 1L);
+        }
+        return 0;
+}
+
+static int errno_from_curl(CURLcode cc, bool too_big)
+{
+        if (too_big)
+                return -EFBIG;
+        switch (cc) {
+        case CURLE_OPERATION_TIMEDOUT:
+                return -ETIMEDOUT;
+        case CURLE_COULDNT_CONNECT:
+                return -ECONNREFUSED;
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+                return -EHOSTUNREACH;
+        case CURLE_SEND_ERROR:
+        case CURLE_RECV_ERROR:
+        case CURLE_GOT_NOTHING:
+        case CURLE_PARTIAL_FILE:
+                return -ECONNRESET;
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_ISSUER_ERROR:
+                return -EPROTO;
+        case CURLE_UNSUPPORTED_PROTOCOL:
+        case CURLE_URL_MALFORMAT:
+                return -EINVAL;
+        default:
+                return -EIO;
+        }
+}
+
+static int perform_once(struct http_client *c, const struct http_request *req,
+                        struct http_response *resp, char *errbuf, size_t errlen)
+{
+        char curl_err[CURL_ERROR_SIZE] = "";
+        struct curl_slist *headers = NULL;
+        struct sink sink = { .resp = resp };
+        CURLcode cc;
+        int r;
+
+        r = build_headers(req, &headers);
+        if (r < 0)
+                return r;
+        r = set_options(c, req, headers, &sink, curl_err);
+        if (r < 0) {
+                snprintf(errbuf, errlen, "cannot set up the request");
+                goto out;
+        }
+        requests_sent++;
+        cc = curl_easy_perform(c->easy);
+        if (cc != CURLE_OK) {
+                r = errno_from_curl(cc, sink.too_big);
+                if (sink.too_big)
+                        snprintf(errbuf, errlen, "answer larger than %d bytes", HTTP_MAX_BODY);
+                else
+                        snprintf(errbuf, errlen, "%s", curl_err[0] ? curl_err : curl_easy_strerror(cc));
+                goto out;
+        }
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+        r = 0;
+out:
+        /* The handle keeps no pointer to our headers past this call. */
+        curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, NULL);
+        slist_wipe_free(headers);
+        return r;
+}
+
+/* Whether a failed attempt may be repeated.  A request that never reached
+ * the server (connection refused) or was refused before being performed
+ * (429) is safe to repeat even when it is not idempotent. */
+static bool should_retry(const struct http_request *req, int r, long status)
+{
+        if (r == -ECONNREFUSED || (r == 0 && status == 429))
+                return true;
+        if (!req->idempotent)
+                return false;
+        if (r == -ETIMEDOUT || r == -ECONNRESET || r == -EIO)
+                return true;
+        return r == 0 && status >= 500;
+}
+
+static int64_t backoff_ms(int attempt, int64_t retry_after)
+{
+        int64_t d = BACKOFF_BASE_MS << (attempt < 10 ? attempt : 10);
+
+        if (d > BACKOFF_CAP_MS)
+                d = BACKOFF_CAP_MS;
+        d = d / 2 + random() % (d / 2 + 1);   /* jitter: half fixed, half random */
+        if (retry_after >= 0 && retry_after * 1000 > d)
+                d = retry_after * 1000;
+        return d;
+}
+
+static void sleep_ms(int64_t ms)
+{
+        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+int http_do(struct http_client *c, const struct http_request *req,
+            struct http_response *resp, char *errbuf, size_t errlen)
+{
+        int attempts = req->max_attempts > 0 ? req->max_attempts : DEFAULT_ATTEMPTS;
+        char scratch[CURL_ERROR_SIZE];
+        int attempt, r = -EIO;
+
+        memset(resp, 0, sizeof(*resp));
+        resp->retry_after = -1;
+        if (!errbuf || !errlen) {
+                errbuf = scratch;
+                errlen = sizeof(scratch);
+        }
+        errbuf[0] = '\0';
+        if (!config_url_allowed(req->url)) {
+                snprintf(errbuf, errlen, "refusing plain http to a non-loopback address");
+                return -EINVAL;
+        }
+        for (attempt = 0; attempt < attempts; attempt++) {
+                int64_t wait;
+
+                if (attempt > 0)
+                        http_response_clear(resp);
+                r = perform_once(c, req, resp, errbuf, errlen);
+                if (attempt + 1 >= attempts || !should_retry(req, r, resp->status))
+                        break;
+                wait = backoff_ms(attempt, r == 0 ? resp->retry_after : -1);
+                if (c->deadline_ms && now_mono_ms() + wait > c->deadline_ms)
+                        break;
+                sleep_ms(wait);
+        }
+        return r;
+}
+
+static bool unreserved(unsigned char ch)
+{
+        return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+               ch == '-' || ch == '.' || ch == '_' || ch == '~';
+}
+
+char *http_escape(const char *s)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        char *out, *o;
+
+        out = malloc(strlen(s) * 3 + 1);
+        if (!out)
+                return NULL;
+        for (o = out; *s; s++) {
+                unsigned char ch = (unsigned char)*s;
+                if (unreserved(ch)) {
+                        *o++ = (char)ch;
+                } else {
+                        *o++ = '%';
+                        *o++ = hex[ch >> 4];
+                        *o++ = hex[ch & 15];
+                }
+        }
+        *o = '\0';
+        return out;
+}

@@ -1,1 +1,692 @@
-/* records.c: placeholder, being written. */
+/* records.c: durable records.  state.json is a snapshot; state.journal holds
+ * one line per recorded step (the whole entry of one integration), so that
+ * recording a step costs one small append + fsync however many integrations
+ * there are.  Loading replays the journal over the snapshot; a torn last
+ * line (crash mid-write) is ignored.  Files are 0600 under umask 077. */
+#include "records.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "duration.h"
+#include "json.h"
+#include "log.h"
+
+/* Fold the journal into the snapshot after this many lines. */
+#define JOURNAL_COMPACT_LINES 4096
+
+struct records {
+        char *dir;
+        bool readonly;
+        int lock_fd;
+        int journal_fd;
+        size_t journal_lines;
+        struct rec_integration **v;
+        size_t n, cap;
+};
+
+static const char *const step_names[_STEP_MAX] = {
+        [STEP_IDLE] = "idle", [STEP_CREATING] = "creating", [STEP_CREATED] = "created",
+        [STEP_VERIFIED] = "verified", [STEP_WRITTEN] = "written", [STEP_READ_BACK] = "read_back",
+        [STEP_PROMOTED] = "promoted", [STEP_HOOKED] = "hooked",
+};
+
+static const char *const result_names[] = {
+        [RESULT_NONE] = "none", [RESULT_ROTATED] = "rotated",
+        [RESULT_FAILED] = "failed", [RESULT_INCOMPLETE] = "incomplete",
+};
+
+const char *rot_step_name(enum rot_step s)
+{
+        return s < _STEP_MAX ? step_names[s] : "unknown";
+}
+
+const char *last_result_name(enum last_result r)
+{
+        return r <= RESULT_INCOMPLETE ? result_names[r] : "none";
+}
+
+int rec_set(char **field, const char *value)
+{
+        char *c = NULL;
+
+        if (value && !(c = strdup(value)))
+                return -ENOMEM;
+        free(*field);
+        *field = c;
+        return 0;
+}
+
+void rec_clear_flight(struct rec_integration *ri)
+{
+        ri->step = STEP_IDLE;
+        rec_set(&ri->rotation_id, NULL);
+        rec_set(&ri->new_name, NULL);
+        rec_set(&ri->new_token_id, NULL);
+        rec_set(&ri->new_version, NULL);
+        rec_set(&ri->old_token_id, NULL);
+        rec_set(&ri->old_version, NULL);
+        ri->new_expires_at = 0;
+}
+
+static void rec_free(struct rec_integration *ri)
+{
+        if (!ri)
+                return;
+        rec_clear_flight(ri);
+        free(ri->name);
+        free(ri->token_id);
+        free(ri->version);
+        free(ri->last_error);
+        free(ri->revoke_token_id);
+        free(ri);
+}
+
+/* ---- JSON form of one entry ---- */
+
+static void add_str(struct json_object *o, const char *k, const char *v)
+{
+        if (v)
+                json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static void add_time(struct json_object *o, const char *k, int64_t t)
+{
+        char buf[32];
+
+        if (t) {
+                time_format_rfc3339(t, buf, sizeof(buf));
+                json_object_object_add(o, k, json_object_new_string(buf));
+        }
+}
+
+static struct json_object *entry_to_json(const struct rec_integration *ri)
+{
+        struct json_object *o = json_object_new_object();
+
+        add_str(o, "token_id", ri->token_id);
+        add_time(o, "expires_at", ri->expires_at);
+        add_str(o, "version", ri->version);
+        add_time(o, "next_rotation", ri->next_rotation);
+        add_time(o, "last_rotation", ri->last_rotation);
+        add_str(o, "last_result", last_result_name(ri->last_result));
+        add_str(o, "last_error", ri->last_error);
+        json_object_object_add(o, "failures", json_object_new_int(ri->failures));
+        if (ri->step != STEP_IDLE) {
+                struct json_object *f = json_object_new_object();
+                add_str(f, "step", rot_step_name(ri->step));
+                add_str(f, "rotation_id", ri->rotation_id);
+                add_str(f, "new_name", ri->new_name);
+                add_str(f, "new_token_id", ri->new_token_id);
+                add_time(f, "new_expires_at", ri->new_expires_at);
+                add_str(f, "new_version", ri->new_version);
+                add_str(f, "old_token_id", ri->old_token_id);
+                add_str(f, "old_version", ri->old_version);
+                json_object_object_add(o, "in_flight", f);
+        }
+        if (ri->revoke_token_id) {
+                struct json_object *p = json_object_new_object();
+                add_str(p, "token_id", ri->revoke_token_id);
+                add_time(p, "due", ri->revoke_due);
+                json_object_object_add(o, "revocation", p);
+        }
+        return o;
+}
+
+static int get_s(struct json_object *o, const char *k, char **field)
+{
+        const char *s;
+
+        if (json_get_str_opt(o, k, &s) < 0)
+                return -EBADMSG;
+        return rec_set(field, s);
+}
+
+static int get_t(struct json_object *o, const char *k, int64_t *field)
+{
+        const char *s;
+
+        *field = 0;
+        if (json_get_str_opt(o, k, &s) < 0)
+                return -EBADMSG;
+        return s ? time_parse_rfc3339(s, field) : 0;
+}
+
+static enum rot_step step_from_name(const char *s)
+{
+        int i;
+
+        for (i = 0; s && i < _STEP_MAX; i++)
+                if (strcmp(s, step_names[i]) == 0)
+                        return (enum rot_step)i;
+        return STEP_IDLE;
+}
+
+static enum last_result result_from_name(const char *s)
+{
+        int i;
+
+        for (i = 0; s && i <= RESULT_INCOMPLETE; i++)
+                if (strcmp(s, result_names[i]) == 0)
+                        return (enum last_result)i;
+        return RESULT_NONE;
+}
+
+static int flight_from_json(struct json_object *f, struct rec_integration *ri)
+{
+        const char *step;
+        int r = 0;
+
+        if (json_get_str_opt(f, "step", &step) < 0)
+                return -EBADMSG;
+        ri->step = step_from_name(step);
+        r |= get_s(f, "rotation_id", &ri->rotation_id);
+        r |= get_s(f, "new_name", &ri->new_name);
+        r |= get_s(f, "new_token_id", &ri->new_token_id);
+        r |= get_t(f, "new_expires_at", &ri->new_expires_at);
+        r |= get_s(f, "new_version", &ri->new_version);
+        r |= get_s(f, "old_token_id", &ri->old_token_id);
+        r |= get_s(f, "old_version", &ri->old_version);
+        return r ? -EBADMSG : 0;
+}
+
+static int entry_from_json(struct json_object *o, struct rec_integration *ri)
+{
+        struct json_object *sub, *fail;
+        const char *res;
+        int r = 0;
+
+        if (!json_object_is_type(o, json_type_object))
+                return -EBADMSG;
+        rec_clear_flight(ri);
+        r |= get_s(o, "token_id", &ri->token_id);
+        r |= get_t(o, "expires_at", &ri->expires_at);
+        r |= get_s(o, "version", &ri->version);
+        r |= get_t(o, "next_rotation", &ri->next_rotation);
+        r |= get_t(o, "last_rotation", &ri->last_rotation);
+        r |= get_s(o, "last_error", &ri->last_error);
+        if (json_get_str_opt(o, "last_result", &res) < 0)
+                return -EBADMSG;
+        ri->last_result = result_from_name(res);
+        ri->failures = json_object_object_get_ex(o, "failures", &fail) ? json_object_get_int(fail) : 0;
+        if (json_object_object_get_ex(o, "in_flight", &sub) && sub)
+                r |= flight_from_json(sub, ri);
+        rec_set(&ri->revoke_token_id, NULL);
+        ri->revoke_due = 0;
+        if (json_object_object_get_ex(o, "revocation", &sub) && sub) {
+                r |= get_s(sub, "token_id", &ri->revoke_token_id);
+                r |= get_t(sub, "due", &ri->revoke_due);
+        }
+        return r ? -EBADMSG : 0;
+}
+
+/* ---- the entry table ---- */
+
+struct rec_integration *records_find(struct records *r, const char *name)
+{
+        size_t i;
+
+        for (i = 0; i < r->n; i++)
+                if (strcmp(r->v[i]->name, name) == 0)
+                        return r->v[i];
+        return NULL;
+}
+
+struct rec_integration *records_get(struct records *r, const char *name)
+{
+        struct rec_integration *ri = records_find(r, name);
+
+        if (ri)
+                return ri;
+        if (r->n == r->cap) {
+                size_t cap = r->cap ? r->cap * 2 : 16;
+                struct rec_integration **nv = realloc(r->v, cap * sizeof(*nv));
+                if (!nv)
+                        return NULL;
+                r->v = nv;
+                r->cap = cap;
+        }
+        ri = calloc(1, sizeof(*ri));
+        if (!ri || !(ri->name = strdup(name))) {
+                free(ri);
+                return NULL;
+        }
+        r->v[r->n++] = ri;
+        return ri;
+}
+
+size_t records_count(const struct records *r)
+{
+        return r->n;
+}
+
+struct rec_integration *records_at(struct records *r, size_t i)
+{
+        return i < r->n ? r->v[i] : NULL;
+}
+
+/* ---- files ---- */
+
+static char *path_in(const struct records *r, const char *file)
+{
+        size_t n = strlen(r->dir) + strlen(file) + 2;
+        char *p = malloc(n);
+
+        if (p)
+                snprintf(p, n, "%s/%s", r->dir, file);
+        return p;
+}
+
+static int read_file(const char *path, char **ret, size_t *ret_len)
+{
+        FILE *f = fopen(path, "re");
+        char *buf = NULL;
+        size_t len = 0, cap = 0;
+
+        if (!f)
+                return -errno;
+        for (;;) {
+                if (len + 4096 + 1 > cap) {
+                        char *nb = realloc(buf, cap = cap ? cap * 2 : 65536);
+                        if (!nb) {
+                                free(buf);
+                                fclose(f);
+                                return -ENOMEM;
+                        }
+                        buf = nb;
+                }
+                size_t n = fread(buf + len, 1, cap - len - 1, f);
+                len += n;
+                if (n == 0)
+                        break;
+        }
+        fclose(f);
+        buf[len] = '\0';
+        *ret = buf;
+        *ret_len = len;
+        return 0;
+}
+
+static int apply_entry(struct records *r, const char *name, struct json_object *o)
+{
+        struct rec_integration *ri = records_get(r, name);
+
+        return ri ? entry_from_json(o, ri) : -ENOMEM;
+}
+
+static int load_snapshot(struct records *r, char *err, size_t errlen)
+{
+        char *path = path_in(r, "state.json"), *buf = NULL;
+        struct json_object *o = NULL, *ints;
+        size_t len;
+        int rc;
+
+        if (!path)
+                return -ENOMEM;
+        rc = read_file(path, &buf, &len);
+        if (rc == -ENOENT) {
+                rc = 0;
+                goto out;
+        }
+        if (rc < 0) {
+                snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+                goto out;
+        }
+        o = json_parse(buf, len);
+        if (!o || json_get_obj(o, "integrations", &ints, NULL, 0) < 0) {
+                snprintf(err, errlen, "%s: not a patrol state file (bad JSON)", path);
+                rc = -EBADMSG;
+                goto out;
+        }
+        json_object_object_foreach(ints, name, val) {
+                rc = apply_entry(r, name, val);
+                if (rc < 0) {
+                        snprintf(err, errlen, "%s: integration \"%s\": bad entry", path, name);
+                        goto out;
+                }
+        }
+out:
+        if (o)
+                json_object_put(o);
+        free(buf);
+        free(path);
+        return rc;
+}
+
+/* Journal lines are {"integration":NAME,"entry":{...}}.  Replay stops at
+ * the first line that does not parse: only the last can be torn. */
+static int load_journal(struct records *r)
+{
+        char *path = path_in(r, "state.journal"), *buf = NULL, *line, *save = NULL;
+        size_t len;
+        int rc;
+
+        if (!path)
+                return -ENOMEM;
+        rc = read_file(path, &buf, &len);
+        if (rc < 0) {
+                free(path);
+                return rc == -ENOENT ? 0 : rc;
+        }
+        for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                struct json_object *o = json_parse(line, strlen(line)), *e;
+                const char *name;
+                if (!o || json_get_str(o, "integration", &name, NULL, 0) < 0 ||
+                    json_get_obj(o, "entry", &e, NULL, 0) < 0) {
+                        if (o)
+                                json_object_put(o);
+                        log_warning(NULL, "%s: ignoring a torn journal line", path);
+                        break;
+                }
+                rc = apply_entry(r, name, e);
+                json_object_put(o);
+                if (rc < 0)
+                        break;
+                r->journal_lines++;
+        }
+        free(buf);
+        free(path);
+        return rc;
+}
+
+static int fsync_dir(const char *dir)
+{
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int r = 0;
+
+        if (fd < 0)
+                return -errno;
+        if (fsync(fd) < 0)
+                r = -errno;
+        close(fd);
+        return r;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+        while (len > 0) {
+                ssize_t n = write(fd, buf, len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                buf += n;
+                len -= (size_t)n;
+        }
+        return 0;
+}
+
+#ifdef ENABLE_CRASH_POINTS
+void crash_point(const char *name);
+#else
+#define crash_point(name) ((void)0)
+#endif
+
+/* temporary file, write, fsync, rename, fsync the folder. */
+static int write_atomic(const struct records *r, const char *file, const char *data, size_t len)
+{
+        char *path = path_in(r, file), *tmp = path_in(r, "state.json.tmp");
+        int fd = -1, rc;
+
+        if (!path || !tmp) {
+                rc = -ENOMEM;
+                goto out;
+        }
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) {
+                rc = -errno;
+                goto out;
+        }
+        rc = write_all(fd, data, len);
+        if (rc == 0 && fsync(fd) < 0)
+                rc = -errno;
+        if (rc < 0)
+                goto out;
+        crash_point("records-before-rename");
+        if (rename(tmp, path) < 0) {
+                rc = -errno;
+                goto out;
+        }
+        rc = fsync_dir(r->dir);
+out:
+        if (fd >= 0)
+                close(fd);
+        free(path);
+        free(tmp);
+        return rc;
+}
+
+int records_compact(struct records *r)
+{
+        struct json_object *root, *ints;
+        const char *s;
+        size_t i;
+        int rc;
+
+        if (r->readonly)
+                return -EROFS;
+        root = json_object_new_object();
+        ints = json_object_new_object();
+        json_object_object_add(root, "version", json_object_new_int(1));
+        json_object_object_add(root, "integrations", ints);
+        for (i = 0; i < r->n; i++)
+                json_object_object_add(ints, r->v[i]->name, entry_to_json(r->v[i]));
+        s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+        rc = write_atomic(r, "state.json", s, strlen(s));
+        json_object_put(root);
+        if (rc < 0)
+                return rc;
+        /* The snapshot now holds everything the journal did; replaying the
+         * journal again after a crash here would be harmless (whole entries). */
+        if (ftruncate(r->journal_fd, 0) < 0 || fsync(r->journal_fd) < 0)
+                return -errno;
+        r->journal_lines = 0;
+        return 0;
+}
+
+int records_save(struct records *r, const struct rec_integration *ri)
+{
+        struct json_object *line;
+        const char *s;
+        char *buf;
+        size_t len;
+        int rc;
+
+        if (r->readonly)
+                return -EROFS;
+        line = json_object_new_object();
+        json_object_object_add(line, "integration", json_object_new_string(ri->name));
+        json_object_object_add(line, "entry", entry_to_json(ri));
+        s = json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        len = strlen(s);
+        buf = malloc(len + 1);
+        if (!buf) {
+                json_object_put(line);
+                return -ENOMEM;
+        }
+        memcpy(buf, s, len);
+        buf[len] = '\n';
+        json_object_put(line);
+        /* One write() of a whole line: O_APPEND keeps lines whole between
+         * writers, and a crash leaves at most a torn last line. */
+        rc = write_all(r->journal_fd, buf, len + 1);
+        free(buf);
+        if (rc == 0 && fdatasync(r->journal_fd) < 0)
+                rc = -errno;
+        if (rc == 0 && ++r->journal_lines >= JOURNAL_COMPACT_LINES)
+                rc = records_compact(r);
+        return rc;
+}
+
+int records_audit(struct records *r, const struct audit_event *ev)
+{
+        struct json_object *o = json_object_new_object();
+        char now[32], *path = path_in(r, "audit.jsonl"), *buf = NULL;
+        const char *s;
+        size_t len;
+        int fd = -1, rc;
+
+        time_format_rfc3339(now_wall(), now, sizeof(now));
+        add_str(o, "time", now);
+        add_str(o, "integration", ev->integration);
+        add_str(o, "event", ev->event);
+        json_object_object_add(o, "old_token_id", ev->old_token_id ? json_object_new_string(ev->old_token_id) : NULL);
+        json_object_object_add(o, "new_token_id", ev->new_token_id ? json_object_new_string(ev->new_token_id) : NULL);
+        add_str(o, "store", ev->store);
+        add_str(o, "secret", ev->secret);
+        json_object_object_add(o, "version", ev->version ? json_object_new_string(ev->version) : NULL);
+        if (ev->error)
+                add_str(o, "error", ev->error);
+        s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        len = strlen(s);
+        rc = -ENOMEM;
+        if (!path || !(buf = malloc(len + 1)))
+                goto out;
+        memcpy(buf, s, len);
+        buf[len] = '\n';
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) {
+                rc = -errno;
+                goto out;
+        }
+        rc = write_all(fd, buf, len + 1);
+        if (rc == 0 && fsync(fd) < 0)
+                rc = -errno;
+out:
+        if (fd >= 0)
+                close(fd);
+        json_object_put(o);
+        free(buf);
+        free(path);
+        return rc;
+}
+
+static int prepare_dir(const char *dir, bool readonly, char *err, size_t errlen)
+{
+        struct stat st;
+
+        if (stat(dir, &st) < 0) {
+                if (errno == ENOENT && readonly)
+                        return 0;       /* nothing recorded yet: empty records */
+                if (errno != ENOENT) {
+                        snprintf(err, errlen, "state_dir %s: %s", dir, strerror(errno));
+                        return -errno;
+                }
+                if (mkdir(dir, 0700) < 0 || stat(dir, &st) < 0) {
+                        snprintf(err, errlen, "state_dir %s: cannot create: %s", dir, strerror(errno));
+                        return -errno;
+                }
+        }
+        if (!S_ISDIR(st.st_mode)) {
+                snprintf(err, errlen, "state_dir %s: not a folder", dir);
+                return -ENOTDIR;
+        }
+        /* Anyone who can write here can forge the records patrol acts on. */
+        if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+                snprintf(err, errlen, "state_dir %s: writable by group or others (mode %03o); refusing",
+                         dir, (unsigned)(st.st_mode & 0777));
+                return -EPERM;
+        }
+        return 0;
+}
+
+static int take_lock(struct records *r, char *err, size_t errlen)
+{
+        char *path = path_in(r, "lock");
+        int rc = 0;
+
+        if (!path)
+                return -ENOMEM;
+        r->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (r->lock_fd < 0)
+                rc = -errno;
+        else if (flock(r->lock_fd, LOCK_EX | LOCK_NB) < 0)
+                rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        if (rc == -EBUSY)
+                snprintf(err, errlen, "state_dir %s: another patrol is running on it", r->dir);
+        else if (rc < 0)
+                snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+        free(path);
+        return rc;
+}
+
+static int open_journal(struct records *r, char *err, size_t errlen)
+{
+        char *path = path_in(r, "state.journal");
+
+        if (!path)
+                return -ENOMEM;
+        r->journal_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (r->journal_fd < 0) {
+                int rc = -errno;
+                snprintf(err, errlen, "%s: %s", path, strerror(errno));
+                free(path);
+                return rc;
+        }
+        free(path);
+        return 0;
+}
+
+int records_open(const char *state_dir, bool readonly, struct records **ret, char *err, size_t errlen)
+{
+        struct records *r = calloc(1, sizeof(*r));
+        int rc;
+
+        if (!r || !(r->dir = strdup(state_dir))) {
+                free(r);
+                return -ENOMEM;
+        }
+        r->readonly = readonly;
+        r->lock_fd = r->journal_fd = -1;
+        rc = prepare_dir(state_dir, readonly, err, errlen);
+        if (rc == 0 && !readonly)
+                rc = take_lock(r, err, errlen);
+        if (rc == 0)
+                rc = load_snapshot(r, err, errlen);
+        if (rc == 0) {
+                rc = load_journal(r);
+                if (rc < 0)
+                        snprintf(err, errlen, "%s/state.journal: %s", state_dir, strerror(-rc));
+        }
+        if (rc == 0 && !readonly)
+                rc = open_journal(r, err, errlen);
+        /* Start from a clean snapshot so the journal only holds this run. */
+        if (rc == 0 && !readonly && r->journal_lines > 0) {
+                rc = records_compact(r);
+                if (rc < 0)
+                        snprintf(err, errlen, "%s/state.json: %s", state_dir, strerror(-rc));
+        }
+        if (rc < 0) {
+                records_close(r);
+                return rc;
+        }
+        *ret = r;
+        return 0;
+}
+
+struct records *records_close(struct records *r)
+{
+        size_t i;
+
+        if (!r)
+                return NULL;
+        if (!r->readonly && r->journal_fd >= 0 && r->journal_lines > 0)
+                (void)records_compact(r);
+        for (i = 0; i < r->n; i++)
+                rec_free(r->v[i]);
+        free(r->v);
+        if (r->journal_fd >= 0)
+                close(r->journal_fd);
+        if (r->lock_fd >= 0)
+                close(r->lock_fd);
+        free(r->dir);
+        free(r);
+        return NULL;
+}

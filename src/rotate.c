@@ -1,1 +1,796 @@
-/* rotate.c: placeholder, being written. */
+/* rotate.c: the rotation as an explicit state machine (doc/design.md).
+ * Each step is recorded in state.json before the next begins; a rotation
+ * found in flight at start is finished (the store holds the new token) or
+ * undone (it does not), so every token patrol creates ends up in the store
+ * or revoked, and the store never holds a token that is not alive. */
+#include "autoconfig.h"
+#include "rotate.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "duration.h"
+#include "hook.h"
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "onplana.h"
+#include "secret.h"
+#include "store.h"
+
+#define HOOK_TIMEOUT_S 60
+
+struct store_handle {
+        const struct cfg_store *cfg;
+        const struct store_ops *ops;
+        void *st;
+};
+
+struct rotate_ctx {
+        const struct config *cfg;
+        struct records *rec;
+        struct http_client *http;
+        struct onplana *onp;
+        struct store_handle *stores;    /* one per configured store, opened on first use */
+};
+
+/* What one run of the machine works with; the token value only ever
+ * lives here, never in the records. */
+struct flight {
+        struct rotate_ctx *ctx;
+        const struct cfg_integration *in;
+        struct rec_integration *ri;
+        struct store_handle *sh;
+        struct rotate_result *res;
+        char *token;            /* secret: the new token's value */
+};
+
+#ifdef ENABLE_CRASH_POINTS
+void crash_point(const char *name)
+{
+        const char *at = secure_getenv("PATROL_CRASH_AT");
+
+        if (at && strcmp(at, name) == 0)
+                _exit(99);      /* like SIGKILL: no cleanup, no flush */
+}
+#endif
+
+const char *rotate_outcome_name(enum rotate_outcome o)
+{
+        switch (o) {
+        case OUTCOME_ROTATED: return "rotated";
+        case OUTCOME_FAILED: return "failed";
+        case OUTCOME_INCOMPLETE: return "incomplete";
+        case OUTCOME_PLANNED: return "planned";
+        default: return "nothing";
+        }
+}
+
+int rotate_ctx_new(const struct config *cfg, struct records *rec, struct http_client *http,
+                   struct rotate_ctx **ret)
+{
+        struct rotate_ctx *ctx = calloc(1, sizeof(*ctx));
+        size_t i;
+
+        if (!ctx)
+                return -ENOMEM;
+        ctx->cfg = cfg;
+        ctx->rec = rec;
+        ctx->http = http;
+        ctx->onp = onplana_new(&cfg->onplana, http);
+        ctx->stores = calloc(cfg->n_stores + 1, sizeof(*ctx->stores));
+        if (!ctx->onp || !ctx->stores) {
+                rotate_ctx_free(ctx);
+                return -ENOMEM;
+        }
+        for (i = 0; i < cfg->n_stores; i++) {
+                ctx->stores[i].cfg = &cfg->stores[i];
+                ctx->stores[i].ops = store_ops_for(cfg->stores[i].type);
+        }
+        *ret = ctx;
+        return 0;
+}
+
+struct rotate_ctx *rotate_ctx_free(struct rotate_ctx *ctx)
+{
+        size_t i;
+
+        if (!ctx)
+                return NULL;
+        for (i = 0; ctx->stores && i < ctx->cfg->n_stores; i++)
+                if (ctx->stores[i].st)
+                        ctx->stores[i].ops->close(ctx->stores[i].st);
+        free(ctx->stores);
+        onplana_free(ctx->onp);
+        free(ctx);
+        return NULL;
+}
+
+/* ---- small helpers ---- */
+
+static void copy_id(char *dst, size_t size, const char *src)
+{
+        snprintf(dst, size, "%s", src ? src : "");
+}
+
+static void fail(struct flight *f, enum rotate_outcome o, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static void fail(struct flight *f, enum rotate_outcome o, const char *fmt, ...)
+{
+        va_list ap;
+
+        f->res->outcome = o;
+        va_start(ap, fmt);
+        vsnprintf(f->res->error, sizeof(f->res->error), fmt, ap);
+        va_end(ap);
+}
+
+/* A record that cannot be made durable stops the rotation: going on would
+ * break the promise that a crash can be recovered. */
+static int save(struct flight *f, const char *crash_name)
+{
+        int r = records_save(f->ctx->rec, f->ri);
+
+        if (r < 0) {
+                fail(f, f->ri->step >= STEP_WRITTEN ? OUTCOME_INCOMPLETE : OUTCOME_FAILED,
+                     "records: cannot save state: %s", strerror(-r));
+                return r;
+        }
+        crash_point(crash_name);
+        return 0;
+}
+
+static void audit(struct flight *f, const char *event, const char *old_id, const char *new_id,
+                  const char *version, const char *error)
+{
+        struct audit_event ev = {
+                .integration = f->in->name, .event = event, .old_token_id = old_id,
+                .new_token_id = new_id, .store = f->in->store->name, .secret = f->in->secret,
+                .version = version, .error = error,
+        };
+        int r = records_audit(f->ctx->rec, &ev);
+
+        if (r < 0)
+                log_error(f->in->name, "audit.jsonl: cannot append: %s", strerror(-r));
+}
+
+static int open_store(struct flight *f)
+{
+        struct store_handle *sh = NULL;
+        size_t i;
+        int r;
+
+        for (i = 0; i < f->ctx->cfg->n_stores; i++)
+                if (f->ctx->stores[i].cfg == f->in->store)
+                        sh = &f->ctx->stores[i];
+        if (!sh || !sh->ops) {
+                fail(f, OUTCOME_FAILED, "%s: store type %s is not supported by this build",
+                     f->in->store->name, store_type_name(f->in->store->type));
+                return -ENOTSUP;
+        }
+        if (!sh->st) {
+                r = sh->ops->open(sh->cfg, f->ctx->http, &sh->st);
+                if (r < 0) {
+                        fail(f, OUTCOME_FAILED, "%s: cannot open store: %s", sh->cfg->name, strerror(-r));
+                        return r;
+                }
+        }
+        f->sh = sh;
+        return 0;
+}
+
+static int random_id(char *buf, size_t size)
+{
+        unsigned char b[16];
+        size_t i;
+
+        if (size < 33 || getrandom(b, sizeof(b), 0) != sizeof(b))
+                return -EIO;
+        for (i = 0; i < sizeof(b); i++)
+                snprintf(buf + 2 * i, 3, "%02x", b[i]);
+        return 0;
+}
+
+/* Revoke a token patrol created but could not place; logged loudly when
+ * even that fails, since the token is then alive and unaccounted for
+ * until the next start (its id stays in the records). */
+static int revoke_new(struct flight *f, const char *id)
+{
+        char err[512];
+        int r = onplana_revoke(f->ctx->onp, f->in->account, id, err, sizeof(err));
+
+        if (r < 0)
+                log_error(f->in->name, "cannot revoke new token %s: %s", id, err);
+        else
+                log_info(f->in->name, "revoked new token %s, which never reached the store", id);
+        return r;
+}
+
+/* Undo: the store does not hold the new token, so it must not stay alive. */
+static void undo(struct flight *f)
+{
+        if (f->ri->new_token_id && revoke_new(f, f->ri->new_token_id) < 0)
+                return;         /* keep the flight record: the next start tries again */
+        rec_clear_flight(f->ri);
+        (void)save(f, "undone");
+}
+
+/* ---- the steps ---- */
+
+static bool verify_matches(struct flight *f, const struct onplana_me *me)
+{
+        const struct cfg_integration *in = f->in;
+
+        if (!f->ri->new_token_id || strcmp(me->token_id, f->ri->new_token_id) != 0) {
+                fail(f, OUTCOME_FAILED, "onplana: verify token: /me names token %s, expected %s",
+                     me->token_id, f->ri->new_token_id ? f->ri->new_token_id : "(none)");
+                return false;
+        }
+        if (!strv_equal_as_sets(me->scopes, me->n_scopes, in->scopes, in->n_scopes)) {
+                fail(f, OUTCOME_FAILED, "onplana: verify token %s: scopes differ from those requested",
+                     me->token_id);
+                return false;
+        }
+        if (!strv_equal_as_sets(me->project_ids, me->n_project_ids, in->projects, in->n_projects)) {
+                fail(f, OUTCOME_FAILED, "onplana: verify token %s: projects differ from those requested",
+                     me->token_id);
+                return false;
+        }
+        return true;
+}
+
+/* The new token authenticates and carries exactly what was asked. */
+static int verify_token(struct flight *f, const char *token)
+{
+        struct onplana_me *me = NULL;
+        char err[512];
+        int r;
+
+        r = onplana_whoami(f->ctx->onp, token, &me, err, sizeof(err));
+        if (r < 0) {
+                fail(f, OUTCOME_FAILED, "%s", err);
+                f->res->transient = r == -EAGAIN;
+                return r;
+        }
+        r = verify_matches(f, me) ? 0 : -EPERM;
+        onplana_me_free(me);
+        return r;
+}
+
+static int step_create(struct flight *f, int64_t now)
+{
+        struct rec_integration *ri = f->ri;
+        struct onplana_token *t = NULL;
+        char name[160], rid[40], err[512];
+        int r;
+
+        if (onplana_token_name(f->in->name, now, name, sizeof(name)) < 0 || random_id(rid, sizeof(rid)) < 0) {
+                fail(f, OUTCOME_FAILED, "cannot make a token name");
+                return -EIO;
+        }
+        rec_set(&ri->new_name, name);
+        rec_set(&ri->rotation_id, rid);
+        ri->step = STEP_CREATING;
+        if (save(f, "creating") < 0)
+                return -EIO;
+        r = onplana_create(f->ctx->onp, f->in->account, name, f->in->scopes, f->in->n_scopes,
+                           f->in->projects, f->in->n_projects, now + f->in->policy.ttl, &t, err, sizeof(err));
+        if (r < 0) {
+                fail(f, OUTCOME_FAILED, "%s", err);
+                f->res->transient = r == -EAGAIN;
+                return r;
+        }
+        crash_point("create-answered");
+        f->token = t->token;
+        t->token = NULL;
+        rec_set(&ri->new_token_id, t->id);
+        ri->new_expires_at = t->expires_at;
+        ri->step = STEP_CREATED;
+        onplana_token_free(t);
+        return save(f, "created");
+}
+
+/* A create whose answer was lost may still have made a token: find it by
+ * its unique name and revoke it. */
+static void undo_by_name(struct flight *f)
+{
+        struct onplana_token **v = NULL;
+        char err[512];
+        size_t n = 0, i;
+        bool all = true;
+
+        if (!f->ri->new_name) {
+                rec_clear_flight(f->ri);
+                return;
+        }
+        if (onplana_list(f->ctx->onp, f->in->account, f->ri->new_name, &v, &n, err, sizeof(err)) < 0) {
+                log_error(f->in->name, "cannot look for a token named %s: %s", f->ri->new_name, err);
+                return;
+        }
+        for (i = 0; i < n; i++)
+                if (!v[i]->revoked_at && revoke_new(f, v[i]->id) < 0)
+                        all = false;
+        onplana_tokens_free(v, n);
+        if (!all)
+                return;
+        rec_clear_flight(f->ri);
+        (void)save(f, "undone");
+}
+
+static int step_verify(struct flight *f)
+{
+        if (verify_token(f, f->token) < 0)
+                return -EPERM;
+        f->ri->step = STEP_VERIFIED;
+        return save(f, "verified");
+}
+
+static void fill_new(const struct flight *f, struct store_new *v, int64_t now)
+{
+        memset(v, 0, sizeof(*v));
+        v->token = f->token;
+        v->token_id = f->ri->new_token_id;
+        v->expires_at = f->ri->new_expires_at;
+        v->scopes = f->in->scopes;
+        v->n_scopes = f->in->n_scopes;
+        v->rotated_at = now;
+        v->request_id = f->ri->rotation_id;
+}
+
+/* Does the store hold our new token now (a write whose answer was lost)? */
+static bool store_holds_new(struct flight *f, char **ret_version)
+{
+        struct store_value cur = { 0 };
+        char err[512];
+        bool yes;
+
+        if (f->sh->ops->read_current(f->sh->st, f->in, &cur, err, sizeof(err)) < 0)
+                return false;
+        yes = cur.token_id && f->ri->new_token_id && strcmp(cur.token_id, f->ri->new_token_id) == 0;
+        if (yes && ret_version) {
+                *ret_version = cur.version;
+                cur.version = NULL;
+        }
+        store_value_clear(&cur);
+        return yes;
+}
+
+static int step_write(struct flight *f, const struct store_value *prev, int64_t now)
+{
+        struct store_new v;
+        char *version = NULL, err[512];
+        int r;
+
+        fill_new(f, &v, now);
+        r = f->sh->ops->write(f->sh->st, f->in, prev, &v, &version, err, sizeof(err));
+        if (r < 0 && !f->sh->ops->stages && store_holds_new(f, &version))
+                r = 0;  /* performed, answer lost */
+        if (r < 0) {
+                fail(f, OUTCOME_FAILED, "%s", err);
+                f->res->transient = r == -EAGAIN;
+                return r;
+        }
+        rec_set(&f->ri->new_version, version);
+        free(version);
+        f->ri->step = STEP_WRITTEN;
+        return save(f, "written");
+}
+
+static int step_read_back(struct flight *f)
+{
+        struct store_value got = { 0 };
+        char err[512];
+        int r;
+
+        r = f->sh->ops->read_back(f->sh->st, f->in, f->ri->new_version, &got, err, sizeof(err));
+        if (r < 0) {
+                fail(f, OUTCOME_INCOMPLETE, "%s (the rotation is finished at the next attempt)", err);
+                f->res->transient = true;
+                goto out;
+        }
+        if (!got.token || !f->token || strcmp(got.token, f->token) != 0) {
+                fail(f, OUTCOME_FAILED, "%s: read back %s: the store does not hold the token written",
+                     f->sh->cfg->name, f->in->secret);
+                r = -ESTALE;
+                goto out;
+        }
+        f->ri->step = STEP_READ_BACK;
+        r = save(f, "read_back");
+out:
+        store_value_clear(&got);
+        return r;
+}
+
+static int step_promote(struct flight *f)
+{
+        char err[512];
+        int r;
+
+        r = f->sh->ops->promote(f->sh->st, f->in, f->ri->new_version, f->ri->old_version, err, sizeof(err));
+        if (r < 0) {
+                fail(f, OUTCOME_INCOMPLETE, "%s (the rotation is finished at the next attempt)", err);
+                f->res->transient = true;
+                return r;
+        }
+        f->ri->step = STEP_PROMOTED;
+        /* From here on consumers read the new token: it is the current one. */
+        rec_set(&f->ri->token_id, f->ri->new_token_id);
+        rec_set(&f->ri->version, f->ri->new_version);
+        f->ri->expires_at = f->ri->new_expires_at;
+        return save(f, "promoted");
+}
+
+static int step_hook(struct flight *f)
+{
+        char err[512];
+
+        if (f->in->on_rotate && hook_run(f->in, f->ri->new_token_id, HOOK_TIMEOUT_S, err, sizeof(err)) < 0) {
+                fail(f, OUTCOME_INCOMPLETE, "%s; the old token is kept alive", err);
+                f->res->transient = true;
+                return -EIO;
+        }
+        f->ri->step = STEP_HOOKED;
+        return save(f, "hooked");
+}
+
+/* The old token: revoked now, or recorded as due after revoke_after. */
+static int step_retire(struct flight *f, int64_t now)
+{
+        const char *old = f->ri->old_token_id;
+        char err[512];
+
+        if (!old || (f->ri->new_token_id && strcmp(old, f->ri->new_token_id) == 0))
+                return 0;
+        if (f->in->policy.revoke_after > 0) {
+                rec_set(&f->ri->revoke_token_id, old);
+                f->ri->revoke_due = now + f->in->policy.revoke_after;
+                return 0;
+        }
+        if (onplana_revoke(f->ctx->onp, f->in->account, old, err, sizeof(err)) < 0) {
+                /* Keep it due: the next run (or the daemon) tries again. */
+                rec_set(&f->ri->revoke_token_id, old);
+                f->ri->revoke_due = now;
+                fail(f, OUTCOME_INCOMPLETE, "%s; its revocation is retried later", err);
+                return -EIO;
+        }
+        return 0;
+}
+
+static void finish(struct flight *f, int64_t now)
+{
+        struct rec_integration *ri = f->ri;
+        struct rotate_result *res = f->res;
+        bool retired = step_retire(f, now) == 0;
+
+        copy_id(res->old_token_id, sizeof(res->old_token_id), ri->old_token_id);
+        copy_id(res->new_token_id, sizeof(res->new_token_id), ri->token_id);
+        copy_id(res->version, sizeof(res->version), ri->version);
+        res->expires_at = ri->expires_at;
+        if (retired)
+                res->outcome = OUTCOME_ROTATED;
+        ri->last_result = retired ? RESULT_ROTATED : RESULT_INCOMPLETE;
+        ri->last_rotation = now;
+        ri->failures = 0;
+        rec_set(&ri->last_error, retired ? NULL : res->error);
+        ri->next_rotation = ri->expires_at - f->in->policy.renew_before;
+        rec_clear_flight(ri);
+        if (save(f, "finished") < 0)
+                return;
+        audit(f, "rotated", res->old_token_id[0] ? res->old_token_id : NULL, res->new_token_id,
+              res->version, retired ? NULL : res->error);
+        log_event(LOG_NOTICE, LOG_EV_ROTATED, f->in->name, "rotated: %s -> %s (%s %s version %s), expires in %s",
+                  res->old_token_id[0] ? res->old_token_id : "(none)", res->new_token_id,
+                  f->in->store->name, f->in->secret, res->version[0] ? res->version : "-",
+                  "the configured ttl");
+}
+
+/* Run the steps from wherever the record says we are. */
+static void advance(struct flight *f, const struct store_value *prev, int64_t now)
+{
+        if (f->ri->step == STEP_CREATED && step_verify(f) < 0) {
+                undo(f);
+                return;
+        }
+        if (f->ri->step == STEP_VERIFIED && step_write(f, prev, now) < 0) {
+                undo(f);
+                return;
+        }
+        if (f->ri->step == STEP_WRITTEN && step_read_back(f) < 0) {
+                if (f->res->outcome == OUTCOME_FAILED && !f->sh->ops->stages)
+                        undo(f);        /* someone else's value replaced ours */
+                return;
+        }
+        if (f->ri->step == STEP_READ_BACK && step_promote(f) < 0)
+                return;
+        if (f->ri->step == STEP_PROMOTED && step_hook(f) < 0)
+                return;
+        if (f->ri->step == STEP_HOOKED)
+                finish(f, now);
+}
+
+/* ---- reading what the store holds ---- */
+
+static int read_prev(struct flight *f, struct store_value *prev)
+{
+        char err[512];
+        int r = f->sh->ops->read_current(f->sh->st, f->in, prev, err, sizeof(err));
+
+        if (r < 0) {
+                fail(f, OUTCOME_FAILED, "%s", err);
+                f->res->transient = r == -EAGAIN;
+        }
+        return r;
+}
+
+/* A secret without the marker is someone else's unless adopt = true; then
+ * its token is the current one, identified through /me. */
+static int adopt_or_refuse(struct flight *f, const struct store_value *prev, char **ret_old_id)
+{
+        struct onplana_me *me = NULL;
+        char err[512];
+        int r;
+
+        if (!f->in->adopt) {
+                fail(f, OUTCOME_FAILED, "%s: secret %s exists and is not managed by patrol; "
+                     "set adopt = true to take it over", f->in->store->name, f->in->secret);
+                return -EEXIST;
+        }
+        if (!prev->token) {
+                *ret_old_id = NULL;
+                return 0;
+        }
+        r = onplana_whoami(f->ctx->onp, prev->token, &me, err, sizeof(err));
+        if (r == -EACCES) {
+                log_warning(f->in->name, "adopting %s: the token found there is not valid (%s)", f->in->secret, err);
+                *ret_old_id = NULL;
+                return 0;
+        }
+        if (r < 0) {
+                fail(f, OUTCOME_FAILED, "adopt %s: %s", f->in->secret, err);
+                return r;
+        }
+        *ret_old_id = strdup(me->token_id);
+        onplana_me_free(me);
+        return 0;
+}
+
+static void print_plan(struct flight *f, const struct store_value *prev, const char *old_id, int64_t now)
+{
+        char exp[32], ttl[32];
+
+        time_format_rfc3339(now + f->in->policy.ttl, exp, sizeof(exp));
+        duration_format(f->in->policy.ttl, ttl, sizeof(ttl));
+        printf("%s: would create a token with scopes", f->in->name);
+        for (size_t i = 0; i < f->in->n_scopes; i++)
+                printf("%s%s", i ? "," : " ", f->in->scopes[i]);
+        printf(" for %s (expires %s, ttl %s)\n", ttl, exp, ttl);
+        printf("%s: would %s %s secret %s%s%s%s\n", f->in->name, prev->exists ? "write" : "create",
+               store_type_name(f->in->store->type), f->in->secret,
+               prev->version ? " (now at version " : "", prev->version ? prev->version : "",
+               prev->version ? ")" : "");
+        if (old_id)
+                printf("%s: would revoke %s%s\n", f->in->name, old_id,
+                       f->in->policy.revoke_after > 0 ? " after revoke_after" : "");
+        fflush(stdout);
+}
+
+static void dry_run(struct flight *f, const struct store_value *prev, const char *old_id, int64_t now)
+{
+        struct onplana_token **v = NULL;
+        char err[512];
+        size_t n = 0;
+
+        /* Authenticate with Onplana too: a dry run proves the credentials. */
+        if (onplana_list(f->ctx->onp, f->in->account, f->in->name, &v, &n, err, sizeof(err)) < 0) {
+                fail(f, OUTCOME_FAILED, "%s", err);
+                return;
+        }
+        onplana_tokens_free(v, n);
+        print_plan(f, prev, old_id, now);
+        copy_id(f->res->old_token_id, sizeof(f->res->old_token_id), old_id);
+        copy_id(f->res->version, sizeof(f->res->version), prev->version);
+        f->res->outcome = OUTCOME_PLANNED;
+}
+
+static void begin(struct flight *f, bool is_dry_run, int64_t now)
+{
+        struct store_value prev = { 0 };
+        char *old_id = NULL;
+
+        if (read_prev(f, &prev) < 0)
+                goto out;
+        if (prev.exists && !prev.managed && adopt_or_refuse(f, &prev, &old_id) < 0)
+                goto out;
+        if (prev.exists && prev.managed && prev.token_id)
+                old_id = strdup(prev.token_id);
+        if (is_dry_run) {
+                dry_run(f, &prev, old_id, now);
+                goto out;
+        }
+        if (prev.exists && !prev.managed)
+                audit(f, "adopted", old_id, NULL, prev.version, NULL);
+        rec_set(&f->ri->old_token_id, old_id);
+        rec_set(&f->ri->old_version, prev.version);
+        if (step_create(f, now) < 0) {
+                if (f->ri->step == STEP_CREATING)
+                        undo_by_name(f);
+                goto out;
+        }
+        advance(f, &prev, now);
+out:
+        free(old_id);
+        store_value_clear(&prev);
+}
+
+/* ---- recovery ---- */
+
+/* The token value was only in memory: get it back from the store. */
+static int reload_token(struct flight *f)
+{
+        struct store_value got = { 0 };
+        char err[512];
+        int r;
+
+        r = f->sh->ops->read_back(f->sh->st, f->in, f->ri->new_version, &got, err, sizeof(err));
+        if (r == 0 && (!got.token_id || strcmp(got.token_id, f->ri->new_token_id) != 0 || !got.token))
+                r = -ESTALE;
+        if (r < 0) {
+                fail(f, OUTCOME_INCOMPLETE, "recover: %s", r == -ESTALE ? "the store no longer holds the new token" : err);
+        } else {
+                f->token = got.token;
+                got.token = NULL;
+        }
+        store_value_clear(&got);
+        return r;
+}
+
+static void recover_before_write(struct flight *f)
+{
+        char *version = NULL;
+
+        /* A crash between the store's write and its record: the store
+         * holds the new token, so finish instead of revoking it. */
+        if (!f->sh->ops->stages && store_holds_new(f, &version)) {
+                rec_set(&f->ri->new_version, version);
+                free(version);
+                f->ri->step = STEP_WRITTEN;
+                if (save(f, "recovered-written") < 0)
+                        return;
+        } else {
+                undo(f);
+                return;
+        }
+}
+
+static void recover_flight(struct flight *f, int64_t now)
+{
+        struct rec_integration *ri = f->ri;
+        enum rot_step from = ri->step;
+
+        log_event(LOG_NOTICE, LOG_EV_RECOVERED, f->in->name, "recovering a rotation left at step %s",
+                  rot_step_name(from));
+        if (from == STEP_CREATING) {
+                undo_by_name(f);
+        } else if (from == STEP_CREATED || from == STEP_VERIFIED) {
+                recover_before_write(f);
+        }
+        if (ri->step == STEP_WRITTEN || ri->step == STEP_READ_BACK) {
+                if (reload_token(f) < 0 || verify_token(f, f->token) < 0)
+                        return;
+                if (ri->step == STEP_WRITTEN) {
+                        ri->step = STEP_READ_BACK;      /* read back just now */
+                        if (save(f, "read_back") < 0)
+                                return;
+                }
+        }
+        if (ri->step != STEP_IDLE) {
+                advance(f, NULL, now);
+                if (f->res->outcome == OUTCOME_ROTATED)
+                        audit(f, "recovered", f->res->old_token_id[0] ? f->res->old_token_id : NULL,
+                              f->res->new_token_id, f->res->version, NULL);
+        } else if (from != STEP_IDLE) {
+                audit(f, "recovered", NULL, NULL, NULL, "rotation undone: the new token never reached the store");
+        }
+}
+
+static void revoke_due(struct flight *f, int64_t now)
+{
+        struct rec_integration *ri = f->ri;
+        char err[512];
+
+        if (!ri->revoke_token_id || ri->revoke_due > now)
+                return;
+        if (onplana_revoke(f->ctx->onp, f->in->account, ri->revoke_token_id, err, sizeof(err)) < 0) {
+                log_error(f->in->name, "revocation of %s still due: %s", ri->revoke_token_id, err);
+                return;
+        }
+        log_event(LOG_NOTICE, LOG_EV_REVOKED, f->in->name, "revoked old token %s", ri->revoke_token_id);
+        audit(f, "revoked", ri->revoke_token_id, NULL, NULL, NULL);
+        rec_set(&ri->revoke_token_id, NULL);
+        ri->revoke_due = 0;
+        (void)save(f, "revoked");
+}
+
+static void result_init(struct rotate_result *res)
+{
+        memset(res, 0, sizeof(*res));
+        res->outcome = OUTCOME_NOTHING;
+        res->retry_after = -1;
+}
+
+static int flight_init(struct flight *f, struct rotate_ctx *ctx, const struct cfg_integration *in,
+                       struct rotate_result *res)
+{
+        memset(f, 0, sizeof(*f));
+        f->ctx = ctx;
+        f->in = in;
+        f->res = res;
+        f->ri = records_get(ctx->rec, in->name);
+        if (!f->ri) {
+                fail(f, OUTCOME_FAILED, "out of memory");
+                return -ENOMEM;
+        }
+        return open_store(f);
+}
+
+static void record_failure(struct flight *f, int64_t now)
+{
+        struct rec_integration *ri = f->ri;
+        enum rotate_outcome o = f->res->outcome;
+
+        if (o != OUTCOME_FAILED && o != OUTCOME_INCOMPLETE)
+                return;
+        ri->last_result = o == OUTCOME_FAILED ? RESULT_FAILED : RESULT_INCOMPLETE;
+        rec_set(&ri->last_error, f->res->error);
+        ri->failures++;
+        (void)now;
+        (void)records_save(f->ctx->rec, ri);
+        audit(f, "failed", ri->old_token_id ? ri->old_token_id : ri->token_id, ri->new_token_id,
+              ri->new_version, f->res->error);
+        log_event(LOG_ERR, LOG_EV_FAILED, f->in->name, "%s: %s", rotate_outcome_name(o), f->res->error);
+}
+
+void rotate_recover(struct rotate_ctx *ctx, const struct cfg_integration *in, struct rotate_result *res)
+{
+        struct flight f;
+        int64_t now = now_wall();
+
+        result_init(res);
+        if (flight_init(&f, ctx, in, res) == 0) {
+                if (f.ri->step != STEP_IDLE)
+                        recover_flight(&f, now);
+                revoke_due(&f, now);
+        }
+        record_failure(&f, now);
+        f.token = secret_free(f.token);
+}
+
+void rotate_integration(struct rotate_ctx *ctx, const struct cfg_integration *in, bool is_dry_run,
+                        struct rotate_result *res)
+{
+        struct flight f;
+        int64_t now = now_wall();
+
+        result_init(res);
+        if (flight_init(&f, ctx, in, res) < 0)
+                goto out;
+        if (!is_dry_run && f.ri->step != STEP_IDLE) {
+                recover_flight(&f, now);
+                /* A rotation finished (or stuck) in recovery is this run's
+                 * rotation; one that was undone starts afresh below. */
+                if (res->outcome != OUTCOME_NOTHING || f.ri->step != STEP_IDLE)
+                        goto out;
+        }
+        if (!is_dry_run)
+                revoke_due(&f, now);
+        begin(&f, is_dry_run, now);
+out:
+        if (!is_dry_run)
+                record_failure(&f, now);
+        f.token = secret_free(f.token);
+}

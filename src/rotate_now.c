@@ -1,0 +1,195 @@
+/* rotate_now.c: `patrol --rotate-now [NAME...]`: rotate the named
+ * integrations at once, retrying transient failures within
+ * oneshot_timeout, and say what was done (a table, or --json). */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "duration.h"
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "records.h"
+#include "rotate.h"
+
+static int select_integrations(const struct config *cfg, const struct cli *c,
+                               const struct cfg_integration ***ret, size_t *ret_n)
+{
+        const struct cfg_integration **v;
+        size_t i, n = c->n_names ? c->n_names : cfg->n_integrations;
+
+        v = calloc(n + 1, sizeof(*v));
+        if (!v)
+                return -ENOMEM;
+        for (i = 0; i < n; i++) {
+                v[i] = c->n_names ? config_find_integration(cfg, c->names[i]) : &cfg->integrations[i];
+                if (!v[i]) {
+                        const char **names = calloc(cfg->n_integrations + 1, sizeof(char *));
+                        const char *hint = NULL;
+                        for (size_t k = 0; names && k < cfg->n_integrations; k++)
+                                names[k] = cfg->integrations[k].name;
+                        if (names)
+                                hint = config_suggest(c->names[i], names, cfg->n_integrations);
+                        fprintf(stderr, "patrol: no integration named \"%s\"%s%s%s\n", c->names[i],
+                                hint ? "; did you mean \"" : "", hint ? hint : "", hint ? "\"?" : "");
+                        free(names);
+                        free(v);
+                        return -ENOENT;
+                }
+        }
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+static void sleep_s(int64_t secs)
+{
+        struct timespec ts = { .tv_sec = secs, .tv_nsec = 0 };
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+/* Transient failures are tried again with the policy's backoff until
+ * oneshot_timeout, counted from this integration's first attempt. */
+static void rotate_one(struct rotate_ctx *ctx, const struct config *cfg, struct http_client *http,
+                       const struct cfg_integration *in, bool dry_run, struct rotate_result *res)
+{
+        int64_t start = now_mono_ms(), deadline = start + cfg->oneshot_timeout * 1000;
+        int64_t delay = in->policy.retry_min;
+
+        http_client_set_deadline(http, deadline);
+        for (;;) {
+                int64_t wait;
+
+                rotate_integration(ctx, in, dry_run, res);
+                if (dry_run || !res->transient ||
+                    (res->outcome != OUTCOME_FAILED && res->outcome != OUTCOME_INCOMPLETE))
+                        break;
+                wait = delay / 2 + (delay > 1 ? random() % (delay / 2 + 1) : 0);
+                if (res->retry_after > wait)
+                        wait = res->retry_after;
+                if (now_mono_ms() + wait * 1000 > deadline)
+                        break;
+                log_warning(in->name, "%s; trying again in %llds", res->error, (long long)wait);
+                sleep_s(wait);
+                delay = delay * 2 > in->policy.retry_max ? in->policy.retry_max : delay * 2;
+        }
+        http_client_set_deadline(http, 0);
+}
+
+static void print_result(const struct cfg_integration *in, const struct rotate_result *r)
+{
+        char exp[32] = "-";
+
+        if (r->expires_at)
+                time_format_rfc3339(r->expires_at, exp, sizeof(exp));
+        switch (r->outcome) {
+        case OUTCOME_ROTATED:
+                printf("%s: rotated %s -> %s (%s %s version %s), expires %s\n", in->name,
+                       r->old_token_id[0] ? r->old_token_id : "(none)", r->new_token_id,
+                       in->store->name, in->secret, r->version[0] ? r->version : "-", exp);
+                break;
+        case OUTCOME_PLANNED:
+                break;  /* the plan itself was printed */
+        default:
+                printf("%s: %s: %s\n", in->name, rotate_outcome_name(r->outcome), r->error);
+                break;
+        }
+}
+
+static void add_nullable(struct json_object *o, const char *k, const char *v)
+{
+        json_object_object_add(o, k, v && *v ? json_object_new_string(v) : NULL);
+}
+
+static struct json_object *result_json(const struct cfg_integration *in, const struct rotate_result *r)
+{
+        struct json_object *o = json_object_new_object();
+        char exp[32];
+
+        json_object_object_add(o, "integration", json_object_new_string(in->name));
+        json_object_object_add(o, "result", json_object_new_string(rotate_outcome_name(r->outcome)));
+        add_nullable(o, "old_token_id", r->old_token_id);
+        add_nullable(o, "new_token_id", r->new_token_id);
+        if (r->expires_at)
+                time_format_rfc3339(r->expires_at, exp, sizeof(exp));
+        add_nullable(o, "expires_at", r->expires_at ? exp : NULL);
+        add_nullable(o, "store", in->store->name);
+        add_nullable(o, "secret", in->secret);
+        add_nullable(o, "version", r->version);
+        add_nullable(o, "error", r->outcome == OUTCOME_FAILED || r->outcome == OUTCOME_INCOMPLETE ? r->error : NULL);
+        return o;
+}
+
+static int run_all(const struct config *cfg, const struct cli *c, struct records *rec,
+                   const struct cfg_integration **sel, size_t n)
+{
+        struct json_object *results = json_object_new_array();
+        struct http_client *http = http_client_new(0, 0);
+        struct rotate_ctx *ctx = NULL;
+        int status = EXIT_OK;
+        size_t i;
+
+        if (!http || !results || rotate_ctx_new(cfg, rec, http, &ctx) < 0) {
+                log_error(NULL, "out of memory");
+                status = EXIT_FAILED;
+                goto out;
+        }
+        for (i = 0; i < n; i++) {
+                struct rotate_result res;
+                rotate_one(ctx, cfg, http, sel[i], c->dry_run, &res);
+                if (res.outcome == OUTCOME_FAILED || res.outcome == OUTCOME_INCOMPLETE)
+                        status = EXIT_FAILED;
+                if (c->json)
+                        json_object_array_add(results, result_json(sel[i], &res));
+                else
+                        print_result(sel[i], &res);
+        }
+        if (c->json) {
+                struct json_object *doc = json_object_new_object();
+                json_object_object_add(doc, "results", json_object_get(results));
+                puts(json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(doc);
+        }
+out:
+        rotate_ctx_free(ctx);
+        http_client_free(http);
+        json_object_put(results);
+        return status;
+}
+
+int cli_rotate_now(const struct cli *c)
+{
+        const struct cfg_integration **sel = NULL;
+        struct config *cfg = NULL;
+        struct records *rec = NULL;
+        char err[512];
+        size_t n = 0;
+        int status, r;
+
+        if (config_load(c->config_path, false, &cfg) < 0)
+                return EXIT_CONFIG;
+        if (select_integrations(cfg, c, &sel, &n) < 0) {
+                status = EXIT_USAGE;
+                goto out;
+        }
+        /* A dry run writes nothing, so it needs no lock and no new records. */
+        r = records_open(cfg->state_dir, c->dry_run, &rec, err, sizeof(err));
+        if (r < 0) {
+                log_error(NULL, "%s", err);
+                status = EXIT_FAILED;
+                goto out;
+        }
+        status = run_all(cfg, c, rec, sel, n);
+out:
+        records_close(rec);
+        free(sel);
+        config_free(cfg);
+        return status;
+}
