@@ -1,0 +1,1 @@
+/* azure_auth.c: being written. */

@@ -1,0 +1,1 @@
+/* store_aws.c: being written. */
