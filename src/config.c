@@ -1352,8 +1352,10 @@ int config_load(const char *path, bool check_files, struct config **ret)
         r = read_file(&x, &cfg);
         if (r < 0)
                 goto out;
+        /* A control character would make every later message about it confusing. */
         check_control(&x, config_root_setting(&cfg));
-        parse_group(&x, config_root_setting(&cfg), top_keys, x.c, "configuration");
+        if (x.err == 0)
+                parse_group(&x, config_root_setting(&cfg), top_keys, x.c, "configuration");
         r = x.err;
         if (r == 0) {
                 *ret = x.c;

@@ -233,6 +233,10 @@ static int set_options(struct http_client *c, const struct http_request *req,
         SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
         SETOPT(h, CURLOPT_HEADERDATA, sink->resp);
         SETOPT(h, CURLOPT_CUSTOMREQUEST, req->method);
+        /* libcurl silently resends a request whose reused connection died
+         * before an answer.  For a call that is not idempotent (token create)
+         * that would perform it twice, so such calls get a fresh connection. */
+        SETOPT(h, CURLOPT_FRESH_CONNECT, req->idempotent ? 0L : 1L);
         if (strcmp(req->method, "GET") == 0) {
                 SETOPT(h, CURLOPT_HTTPGET, 1L);
         } else if (req->body) {

@@ -483,10 +483,13 @@ static void finish(struct flight *f, int64_t now)
                 return;
         audit(f, "rotated", res->old_token_id[0] ? res->old_token_id : NULL, res->new_token_id,
               res->version, retired ? NULL : res->error);
-        log_event(LOG_NOTICE, LOG_EV_ROTATED, f->in->name, "rotated: %s -> %s (%s %s version %s), expires in %s",
-                  res->old_token_id[0] ? res->old_token_id : "(none)", res->new_token_id,
-                  f->in->store->name, f->in->secret, res->version[0] ? res->version : "-",
-                  "the configured ttl");
+        {
+                char exp[32];
+                time_format_rfc3339(res->expires_at, exp, sizeof(exp));
+                log_event(LOG_NOTICE, LOG_EV_ROTATED, f->in->name, "rotated: %s -> %s (%s %s version %s), expires %s",
+                          res->old_token_id[0] ? res->old_token_id : "(none)", res->new_token_id,
+                          f->in->store->name, f->in->secret, res->version[0] ? res->version : "-", exp);
+        }
 }
 
 /* Run the steps from wherever the record says we are. */

@@ -111,6 +111,9 @@ class FakeServer:
         port = int(port_file.read_text())
         return cls(module, proc, port, ca, log_path, plain)
 
+    def alive(self):
+        return self.proc.poll() is None
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -343,8 +346,7 @@ class Patrol:
         for name, content in (credentials or {}).items():
             self.write_file(name, content)
         if isinstance(config, dict):
-            config = dict(config)
-            config.setdefault("state_dir", str(self.state_dir))
+            config = dict({"state_dir": str(self.state_dir)}, **config)
             config = libconfig(config)
         self.write_file(self.config_path.name, config, mode)
         return self.config_path

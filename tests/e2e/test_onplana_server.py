@@ -1,5 +1,6 @@
 """The fake Onplana server and the harness, checked against SPEC.md section 5."""
 import re
+import threading
 import time
 
 import pytest
@@ -96,20 +97,21 @@ def test_create_answer(onplana, acct, api):
 
 
 @pytest.mark.parametrize("over,status,code", [
-    ({"name": ...}, 400, "invalid_request"),
-    ({"name": ""}, 400, "invalid_request"),
-    ({"orgId": ...}, 400, "invalid_request"),
-    ({"orgId": "org_other"}, 404, "not_found"),
-    ({"scopes": []}, 400, "invalid_scope"),
-    ({"scopes": ["projects"]}, 400, "invalid_scope"),
-    ({"scopes": ["Projects.Read"]}, 400, "invalid_scope"),
-    ({"scopes": ["projects.write"]}, 403, "scope_not_held"),
-    ({"scopes": ["WILDCARD"]}, 403, "scope_not_held"),
-    ({"projectIds": "prj_1"}, 400, "invalid_request"),
-    ({"expiresAt": rfc3339(time.time() + 366 * DAY)}, 400, "expiry_too_long"),
-    ({"expiresAt": None}, 400, "expiry_too_long"),
-    ({"expiresAt": rfc3339(time.time() - 60)}, 400, "invalid_request"),
-    ({"expiresAt": "2027-01-01 00:00:00"}, 400, "invalid_request"),
+    pytest.param({"name": ...}, 400, "invalid_request", id="no-name"),
+    pytest.param({"name": ""}, 400, "invalid_request", id="empty-name"),
+    pytest.param({"orgId": ...}, 400, "invalid_request", id="no-org"),
+    pytest.param({"orgId": "org_other"}, 404, "not_found", id="foreign-org"),
+    pytest.param({"scopes": []}, 400, "invalid_scope", id="no-scopes"),
+    pytest.param({"scopes": ["projects"]}, 400, "invalid_scope", id="scope-no-action"),
+    pytest.param({"scopes": ["Projects.Read"]}, 400, "invalid_scope", id="scope-case"),
+    pytest.param({"scopes": ["projects.write"]}, 403, "scope_not_held", id="not-held"),
+    pytest.param({"scopes": ["WILDCARD"]}, 403, "scope_not_held", id="wildcard-not-held"),
+    pytest.param({"projectIds": "prj_1"}, 400, "invalid_request", id="projects-not-list"),
+    pytest.param({"expiresAt": rfc3339(time.time() + 366 * DAY)}, 400, "expiry_too_long",
+                 id="366-days"),
+    pytest.param({"expiresAt": None}, 400, "expiry_too_long", id="no-expiry"),
+    pytest.param({"expiresAt": rfc3339(time.time() - 60)}, 400, "invalid_request", id="past"),
+    pytest.param({"expiresAt": "2027-01-01 00:00:00"}, 400, "invalid_request", id="no-zone"),
 ])
 def test_create_validation(onplana, api, over, status, code):
     r = create(onplana, api, **over)
@@ -363,3 +365,48 @@ def test_libconfig_and_patrol_files(patrol, onplana, acct):
     assert 'on_rotate = [ "/bin/echo", "a \\"q\\"\\\\" ];' in text
     assert "adopt = false;" in text and "ttl" not in text
     assert "accounts = (\n  {\n" in text
+
+
+def test_patrol_accepts_the_generated_config(patrol, onplana, acct, no_leaks):
+    """The harness's libconfig writer against the real parser (no rotation)."""
+    patrol.write_config({
+        "onplana": patrol.onplana_config(onplana),
+        "accounts": [patrol.account("svc-wh", acct)],
+        "stores": [{"name": "vault", "type": "vault", "url": "https://127.0.0.1:8200",
+                    "mount": "secret", "kv_version": 2,
+                    "auth": {"method": "token", "token_file": "vault.token"}}],
+        "integrations": [{"name": "wh-prod", "account": "svc-wh", "store": "vault",
+                          "scopes": ["projects.read"], "secret": "onplana/wh-prod",
+                          "on_rotate": ["/bin/true", "a b"]}]},
+        credentials={"vault.token": "s.e2e-vault-token-0123456789"})
+    r = patrol.run("--check-config")
+    assert r.rc == 0, r
+    no_leaks(secrets=["s.e2e-vault-token-0123456789"])
+
+
+def test_server_pool_and_reset_voids_delayed_requests(start_server, onplana):
+    second = start_server("onplana")
+    assert second.port != onplana.port, "a second server of a kind is its own process"
+    onplana.faults({"path": "/oauth/token", "action": "delay", "delay": 0.5})
+    out = []
+    th = threading.Thread(target=lambda: out.append(
+        _try(onplana.api().post, onplana.url + "/oauth/token", timeout=10,
+             data={"grant_type": "client_credentials"})))
+    th.start()
+    time.sleep(0.2)
+    onplana.reset()
+    th.join()
+    assert isinstance(out[0], requests.ConnectionError)
+    assert onplana.log() == []
+    onplana.stop()
+
+
+def test_a_stopped_pooled_server_is_replaced(onplana):
+    assert onplana.alive() and onplana.log() == []
+
+
+def _try(fn, *a, **kw):
+    try:
+        return fn(*a, **kw)
+    except Exception as e:       # noqa: BLE001 - the caller inspects it
+        return e

@@ -70,7 +70,9 @@ Control API, on the same port, no auth, never faulted and never logged:
     GET    /_test/clock    {"now": epoch seconds, "offset"}
     GET    /_test/secrets  {"secrets": [{"label", "value"}]} every secret the service
                            knows (for leak checks)
-    POST   /_test/reset    state, faults, log and clock back to the start
+    POST   /_test/reset    state, faults, log and clock back to the start; requests still
+                           sleeping in a delay fault are dropped unperformed (the harness
+                           reuses one server per module across tests through this)
 A service adds its own /_test/ routes the same way it adds API routes.
 """
 import argparse
@@ -313,6 +315,7 @@ class Service:
         self.faults = Faults()
         self.log = RequestLog()
         self.clock_offset = 0.0
+        self.generation = 0      # bumped by /_test/reset: requests from before it are void
         self._routes = []
         for attr in dir(type(self)):
             fn = getattr(type(self), attr, None)
@@ -436,6 +439,7 @@ class Service:
 
     @route("POST", r"/_test/reset")
     def _ctl_reset(self, req):
+        self.generation += 1
         self.faults.clear()
         self.log.clear()
         self.clock_offset = 0.0
@@ -534,7 +538,11 @@ class Handler(BaseHTTPRequestHandler):
         rule = svc.faults.take(self.command, path)
         action = rule.action if rule else None
         if rule and rule.delay:
+            generation = svc.generation
             time.sleep(rule.delay)
+            if generation != svc.generation:     # a reset happened meanwhile: the test is over
+                self._drop()
+                return
         resp = self._safe(svc, req) if (rule is None or rule.perform) else None
         if resp is None and action == "delay":
             resp = Response(204)

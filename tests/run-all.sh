@@ -1,0 +1,49 @@
+#!/bin/bash
+# The whole test suite, as CI runs it: install what is missing, build with
+# -Werror, run every test (unit + end-to-end), then build again with
+# AddressSanitizer + UndefinedBehaviorSanitizer and run everything once more.
+# Ends with the line "N passed, N failed" counted over all suites.
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+./tests/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+./autogen.sh >/dev/null 2>&1 || { echo "autogen.sh failed"; echo "0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+status=0
+
+count() {   # count LOGFILE: add the automake summary of a `make check` run
+    local p f e x
+    p=$(sed -n 's/^# PASS: *\([0-9]*\)/\1/p' "$1" | tail -1)
+    f=$(sed -n 's/^# FAIL: *\([0-9]*\)/\1/p' "$1" | tail -1)
+    e=$(sed -n 's/^# ERROR: *\([0-9]*\)/\1/p' "$1" | tail -1)
+    x=$(sed -n 's/^# XPASS: *\([0-9]*\)/\1/p' "$1" | tail -1)
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0} + ${e:-0} + ${x:-0}))
+}
+
+suite() {   # suite NAME CFLAGS LDFLAGS: configure + build + make check in build/NAME
+    local name=$1 cflags=$2 ldflags=$3 dir="$top/build/$1"
+    echo "=== $name: build"
+    rm -rf "$dir" && mkdir -p "$dir" && cd "$dir" || return 1
+    if ! "$top/configure" -q --enable-werror --enable-crash-points CFLAGS="$cflags" LDFLAGS="$ldflags" >configure.out 2>&1 ||
+       ! make -j"$(nproc)" >make.out 2>&1; then
+        cat configure.out make.out 2>/dev/null | tail -40
+        failed=$((failed + 1)); status=1; cd "$top"; return 1
+    fi
+    echo "=== $name: test"
+    make -j"$(nproc)" check >check.out 2>&1 || status=1
+    grep -E '^(PASS|FAIL|ERROR|XPASS|SKIP):|^# ' check.out | grep -vE '^PASS:' || true
+    for log in $(find . -name '*.log' -newer configure.out ! -name test-suite.log ! -name config.log); do
+        grep -qE '^(not ok|Bail out)' "$log" && { echo "--- $log"; grep -E '^(not ok|Bail out|#)' "$log" | head -60; }
+    done
+    count check.out
+    cd "$top"
+}
+
+suite gcc "-O2 -g" ""
+suite asan "-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" "-fsanitize=address,undefined"
+
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ] && [ "$status" -eq 0 ]

@@ -1,0 +1,157 @@
+/* test_records.c: state.json + journal durability and recovery, audit lines,
+ * file modes, and the refusal of a state_dir others can write. */
+#include "test_util.h"
+
+#include "records.h"
+
+static char *scratch(void)
+{
+        char tmpl[] = "/tmp/patrol-records-XXXXXX";
+        char *d = mkdtemp(tmpl);
+
+        assert_non_null(d);
+        return strdup(d);
+}
+
+static char *path_of(const char *dir, const char *f)
+{
+        static char buf[512];
+
+        snprintf(buf, sizeof(buf), "%s/%s", dir, f);
+        return buf;
+}
+
+static void test_steps_survive_reopen(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *r = NULL;
+        struct rec_integration *ri;
+
+        (void)state;
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
+        ri = records_get(r, "ci-reader");
+        ri->step = STEP_WRITTEN;
+        rec_set(&ri->new_token_id, "pat_NEW");
+        rec_set(&ri->new_version, "7");
+        ri->new_expires_at = 1800000000;
+        assert_int_equal(records_save(r, ri), 0);
+        /* A crash: the journal was written but never folded (no close). */
+        {
+                struct records *r2 = NULL;
+                assert_int_equal(records_open(dir, true, &r2, err, sizeof(err)), 0);
+                ri = records_find(r2, "ci-reader");
+                assert_non_null(ri);
+                assert_int_equal(ri->step, STEP_WRITTEN);
+                assert_string_equal(ri->new_token_id, "pat_NEW");
+                assert_string_equal(ri->new_version, "7");
+                assert_int_equal(ri->new_expires_at, 1800000000);
+                records_close(r2);
+        }
+        records_close(r);
+        free(dir);
+}
+
+static void test_torn_journal_line_is_ignored(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *r = NULL;
+        struct rec_integration *ri;
+        FILE *f;
+
+        (void)state;
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
+        ri = records_get(r, "a");
+        rec_set(&ri->token_id, "pat_A");
+        assert_int_equal(records_save(r, ri), 0);
+        records_close(r);
+        f = fopen(path_of(dir, "state.journal"), "a");
+        assert_non_null(f);
+        fputs("{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO", f);   /* torn */
+        fclose(f);
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
+        assert_string_equal(records_find(r, "a")->token_id, "pat_A");
+        records_close(r);
+        free(dir);
+}
+
+static void test_files_are_private(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *r = NULL;
+        struct audit_event ev = { .integration = "a", .event = "rotated", .new_token_id = "pat_X",
+                                  .store = "vault", .secret = "s", .version = "3" };
+        struct stat st;
+
+        (void)state;
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
+        assert_int_equal(records_save(r, records_get(r, "a")), 0);
+        assert_int_equal(records_audit(r, &ev), 0);
+        records_close(r);
+        assert_int_equal(stat(path_of(dir, "state.json"), &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        assert_int_equal(stat(path_of(dir, "audit.jsonl"), &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        free(dir);
+}
+
+static void test_world_writable_state_dir_refused(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *r = NULL;
+
+        (void)state;
+        assert_int_equal(chmod(dir, 0777), 0);
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), -EPERM);
+        assert_non_null(strstr(err, "writable by group or others"));
+        free(dir);
+}
+
+static void test_second_writer_is_refused(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *a = NULL, *b = NULL;
+
+        (void)state;
+        assert_int_equal(records_open(dir, false, &a, err, sizeof(err)), 0);
+        assert_int_equal(records_open(dir, false, &b, err, sizeof(err)), -EBUSY);
+        assert_non_null(strstr(err, "another patrol"));
+        records_close(a);
+        free(dir);
+}
+
+static void test_audit_line_fields(void **state)
+{
+        char *dir = scratch(), err[256], line[1024];
+        struct records *r = NULL;
+        struct audit_event ev = { .integration = "a", .event = "failed", .old_token_id = "pat_O",
+                                  .store = "vault", .secret = "s", .error = "boom" };
+        FILE *f;
+
+        (void)state;
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
+        assert_int_equal(records_audit(r, &ev), 0);
+        records_close(r);
+        f = fopen(path_of(dir, "audit.jsonl"), "r");
+        assert_non_null(f);
+        assert_non_null(fgets(line, sizeof(line), f));
+        fclose(f);
+        assert_non_null(strstr(line, "\"event\":\"failed\""));
+        assert_non_null(strstr(line, "\"old_token_id\":\"pat_O\""));
+        assert_non_null(strstr(line, "\"new_token_id\":null"));
+        assert_non_null(strstr(line, "\"error\":\"boom\""));
+        assert_non_null(strstr(line, "\"time\":\""));
+        free(dir);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_steps_survive_reopen),
+                cmocka_unit_test(test_torn_journal_line_is_ignored),
+                cmocka_unit_test(test_files_are_private),
+                cmocka_unit_test(test_world_writable_state_dir_refused),
+                cmocka_unit_test(test_second_writer_is_refused),
+                cmocka_unit_test(test_audit_line_fields),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
