@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libconfig.h>
 #include <libgen.h>
 #include <limits.h>
@@ -597,8 +598,8 @@ static int group_list(struct ctx *x, const config_setting_t *s)
         n = config_setting_length(s);
         for (int i = 0; i < n; i++)
                 if (!config_setting_is_group(config_setting_get_elem(s, i))) {
-                        fail(x, config_setting_get_elem(s, i), "%s: each entry must be a group { ... }",
-                             key_name(s));
+                        /* blame the list: libconfig dates a scalar by the token after it */
+                        fail(x, s, "%s: entry %d: expected a group { ... }", key_name(s), i + 1);
                         return -1;
                 }
         return n;
@@ -702,6 +703,15 @@ static const config_setting_t *blame(const config_setting_t *g, const char *a, c
         return s;
 }
 
+/* Policies are written in days: say "14d", not "2w". */
+static void fmt_policy(int64_t secs, char *buf, size_t size)
+{
+        if (secs > 0 && secs % 86400 == 0)
+                snprintf(buf, size, "%" PRId64 "d", secs / 86400);
+        else
+                duration_format(secs, buf, size);
+}
+
 /* Checked where a key is set, so a bad top-level policy is reported once at
  * `policy`, and an integration only for the keys it overrides. */
 static void check_policy(struct ctx *x, const config_setting_t *g, const struct policy *p,
@@ -711,16 +721,16 @@ static void check_policy(struct ctx *x, const config_setting_t *g, const struct 
         char a[32], b[32];
 
         if ((s = blame(g, "ttl", NULL)) && p->ttl > TTL_MAX) {
-                duration_format(p->ttl, a, sizeof(a));
+                fmt_policy(p->ttl, a, sizeof(a));
                 fail(x, s, "%s: ttl %s is over Onplana's maximum of 365d", what, a);
         } else if ((s = blame(g, "renew_before", "ttl")) && p->renew_before >= p->ttl) {
-                duration_format(p->renew_before, a, sizeof(a));
-                duration_format(p->ttl, b, sizeof(b));
+                fmt_policy(p->renew_before, a, sizeof(a));
+                fmt_policy(p->ttl, b, sizeof(b));
                 fail(x, s, "%s: renew_before (%s) must be shorter than ttl (%s)", what, a, b);
         }
         if ((s = blame(g, "retry_min", "retry_max")) && p->retry_min > p->retry_max) {
-                duration_format(p->retry_min, a, sizeof(a));
-                duration_format(p->retry_max, b, sizeof(b));
+                fmt_policy(p->retry_min, a, sizeof(a));
+                fmt_policy(p->retry_max, b, sizeof(b));
                 fail(x, s, "%s: retry_min (%s) is longer than retry_max (%s)", what, a, b);
         }
 }
@@ -1276,7 +1286,11 @@ static char *abs_dir(const char *path)
         d = dirname(copy);
         if (d[0] == '/')
                 r = strdup(d);
-        else if (getcwd(cwd, sizeof(cwd)) && asprintf(&r, "%s/%s", cwd, d) < 0)
+        else if (!getcwd(cwd, sizeof(cwd)))
+                r = NULL;
+        else if (strcmp(d, ".") == 0)
+                r = strdup(cwd);
+        else if (asprintf(&r, "%s/%s", cwd, d) < 0)
                 r = NULL;
         free(copy);
         return r;

@@ -731,14 +731,25 @@ static bool kv2_is_deleted(struct json_object *root)
                json_object_is_type(meta, json_type_object);
 }
 
-/* A 404 with no errors is "no such secret"; with errors ("no handler for
- * route": a wrong mount) it is a failure, not an invitation to create. */
-static bool answer_is_absent(const struct http_response *resp)
+/* Vault's "no such secret" is a 404 with {"errors":[]}; a 404 naming an
+ * error ("no handler for route": a wrong mount) is a failure, not an
+ * invitation to create the secret. */
+static bool answer_is_absent(struct json_object *root)
 {
-        char text[ERRTEXT_MAX];
+        struct json_object *errs;
 
-        error_text(resp, text, sizeof(text));
-        return resp->status == 404 && !text[0];
+        return json_get_array(root, "errors", &errs, NULL, 0) == 0 && json_object_array_length(errs) == 0;
+}
+
+/* Sort a 404: 1 absent, 0 deleted/destroyed version (decode it), or a failure. */
+static int classify_404(const struct http_response *resp, const struct call *c, struct json_object *root,
+                        bool versioned, char *err, size_t errlen)
+{
+        if (versioned && kv2_is_deleted(root))
+                return 0;
+        if (answer_is_absent(root))
+                return 1;
+        return vault_fail(resp, c, err, errlen);
 }
 
 /* GET data (version NULL: the current one).  A missing secret or version
@@ -766,14 +777,14 @@ static int kv2_read(struct vault *v, const struct cfg_integration *in, const cha
                 r = vault_fail(&resp, &c, err, errlen);
                 goto out;
         }
-        if (resp.status == 404 && answer_is_absent(&resp))
-                goto done;
         r = parse_answer(&resp, &c, &root, err, errlen);
+        if (r == 0 && resp.status == 404)
+                r = classify_404(&resp, &c, root, true, err, errlen);
         if (r < 0)
                 goto out;
-        if (resp.status == 404 && !kv2_is_deleted(root)) {
-                r = vault_fail(&resp, &c, err, errlen);
-                goto out;
+        if (r == 1) {
+                r = 0;
+                goto done;
         }
         r = kv2_decode(v, in, &c, root, &val, err, errlen);
         if (r < 0)
@@ -1014,8 +1025,11 @@ static int kv2_recheck(struct vault *v, const struct cfg_integration *in, const 
         char scratch[256];
         int r = -ESTALE;
 
-        if (kv2_read(v, in, NULL, "read", &cur, scratch, sizeof(scratch)) == 0 && value_holds(&cur, nv))
+        if (kv2_read(v, in, NULL, "read", &cur, scratch, sizeof(scratch)) == 0 && value_holds(&cur, nv)) {
                 r = kv2_settle(v, in, nv, cur.version, ret_version, err, errlen);
+                if (r == 0 && err && errlen)
+                        err[0] = '\0';         /* the conflict was our own write */
+        }
         store_value_clear(&cur);
         return r;
 }
@@ -1102,15 +1116,19 @@ static int kv1_read(struct vault *v, const struct cfg_integration *in, const cha
         r = vault_do(v, &c, &resp, err, errlen);
         if (r < 0)
                 goto out;
-        if (resp.status == 404 && answer_is_absent(&resp))
-                goto done;
-        if (resp.status != 200) {
+        if (resp.status != 200 && resp.status != 404) {
                 r = vault_fail(&resp, &c, err, errlen);
                 goto out;
         }
         r = parse_answer(&resp, &c, &root, err, errlen);
+        if (r == 0 && resp.status == 404)
+                r = classify_404(&resp, &c, root, false, err, errlen);
         if (r < 0)
                 goto out;
+        if (r == 1) {
+                r = 0;
+                goto done;
+        }
         if (json_get_obj(root, "data", &data, why, sizeof(why)) < 0) {
                 r = bad_answer(&c, why, err, errlen);
                 goto out;

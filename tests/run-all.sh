@@ -43,6 +43,8 @@ suite() {   # suite NAME CFLAGS LDFLAGS: configure + build + make check in build
 }
 
 suite gcc "-O2 -g" ""
+export LSAN_OPTIONS="suppressions=$top/tests/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 suite asan "-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" "-fsanitize=address,undefined"
 
 echo "${passed} passed, ${failed} failed"

@@ -47,7 +47,7 @@ struct bad {
 static const struct bad bad_cases[] = {
         /* libconfig syntax */
         { "syntax error", "max_parallel = 8;\nstate_dir = = \"/x\"; #<\n", "syntax error", false },
-        { "syntax error unterminated group", "policy = {\n ttl = \"1d\";\nonplana = { url = \"https://x\"; }; #<\n",
+        { "syntax error missing equals", "policy = {\n  ttl = \"1d\";\n  renew_before \"1h\"; #<\n};\n",
           "syntax error", false },
         /* unknown keys, at every level */
         { "unknown top-level key", GOOD "max_paralel = 4; #<\n",
@@ -122,7 +122,8 @@ static const struct bad bad_cases[] = {
         { "kv_version as string", ACCT "stores = ( { name = \"v\"; type = \"vault\"; url = \"https://v.example\";\n"
           "  kv_version = \"2\"; #<\n  auth = { method = \"token\"; token = \"t\"; }; } );\n",
           "kv_version: expected an integer", false },
-        { "list entry not a group", "integrations = (\n  \"i1\" #<\n);\n", "each entry must be a group", false },
+        { "list entry not a group", "integrations = ( #<\n  \"i1\"\n);\n", "integrations: entry 1: expected a group",
+          false },
         /* duplicate names */
         { "duplicate account", "accounts = (\n  { name = \"svc\"; org = \"o\"; client_id = \"c\"; client_secret_file = \"svc.secret\"; },\n"
           "  { name = \"svc\"; org = \"o\"; client_id = \"d\"; client_secret_file = \"svc.secret\"; } #<\n);\n",
@@ -153,7 +154,7 @@ static const struct bad bad_cases[] = {
         { "renew_before equal to ttl", "policy = {\n  ttl = \"10d\";\n  renew_before = \"10d\"; #<\n};\n",
           "policy: renew_before (10d) must be shorter than ttl (10d)", false },
         { "renew_before over ttl after override", BASE INTEG(SCOPES SECRET "  ttl = \"7d\"; #<\n"),
-          "integration \"i1\": renew_before (2w) must be shorter than ttl (1w)", false },
+          "integration \"i1\": renew_before (14d) must be shorter than ttl (7d)", false },
         { "renew_before override over ttl", BASE INTEG(SCOPES SECRET "  renew_before = \"91d\"; #<\n"),
           "renew_before (91d) must be shorter than ttl (90d)", false },
         { "ttl over 365 days", "policy = {\n  ttl = \"366d\"; #<\n};\n", "ttl 366d is over Onplana's maximum of 365d", false },
@@ -485,7 +486,7 @@ static void check_full_integrations(const struct config *c)
 
 static void test_full(void **state)
 {
-        struct config *c = load_good("full.conf", full_text, true);
+        struct config *c = load_good("full.conf", full_text, false);
         char *want = NULL;
 
         assert_string_equal(c->state_dir, "/srv/patrol");
@@ -697,7 +698,26 @@ static void test_shared_inline_secret_warns(void **state)
         expect_warnings(inl, 0600, 0, NULL);
         expect_warnings(GOOD, 0644, 0, NULL);   /* files only: nothing to warn about */
         expect_warnings(VAULT_AUTH("  auth = { method = \"approle\"; role_id = \"r\";\n  secret_id = \"s\"; };\n"),
-                        0644, 1, ":3: secret_id is inline");
+                        0644, 1, ":4: secret_id is inline");
+}
+
+/* A relative path is reported as given; its folder is made absolute. */
+static void test_relative_path(void **state)
+{
+        struct config *c = NULL;
+
+        free(write_conf("rel.conf", GOOD, 0600));
+        free(write_conf("rel-bad.conf", "max_parallel = 0;\n", 0600));
+        assert_int_equal(config_load("rel.conf", false, &c), 0);
+        assert_string_equal(c->path, "rel.conf");
+        assert_string_equal(c->dir, dir);
+        config_free(c);
+        c = NULL;
+        capture_start(&cap);
+        assert_int_equal(config_load("rel-bad.conf", false, &c), -EINVAL);
+        assert_int_equal(cap.n, 1);
+        assert_true(strncmp(cap.msg[0], "rel-bad.conf:1: max_parallel", 28) == 0);
+        capture_stop(&cap);
 }
 
 static void test_unreadable_file(void **state)
@@ -832,6 +852,7 @@ static const struct CMUnitTest fixed_tests[] = {
         cmocka_unit_test(test_check_files),
         cmocka_unit_test(test_group_writable_refused),
         cmocka_unit_test(test_shared_inline_secret_warns),
+        cmocka_unit_test(test_relative_path),
         cmocka_unit_test(test_unreadable_file),
         cmocka_unit_test(test_suggest),
         cmocka_unit_test(test_url_allowed),
