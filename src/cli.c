@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "daemon.h"
 #include "log.h"
 
 static void usage(FILE *f)
@@ -191,7 +192,6 @@ int cli_run(const struct cli *c)
                 log_error(NULL, "--report is not implemented yet");
                 return EXIT_FAILED;
         default:
-                log_error(NULL, "daemon mode is not implemented yet; use --rotate-now");
-                return EXIT_FAILED;
+                return daemon_run(c->config_path);
         }
 }

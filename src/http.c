@@ -28,6 +28,23 @@ struct http_client {
 };
 
 static uint64_t requests_sent;
+static const volatile int *stop_flag;
+
+void http_set_stop_flag(const volatile int *flag)
+{
+        stop_flag = flag;
+}
+
+static bool stopping(void)
+{
+        return stop_flag && *stop_flag;
+}
+
+static int on_progress(void *p, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
+{
+        (void)p; (void)dlt; (void)dln; (void)ult; (void)uln;
+        return stopping() ? 1 : 0;
+}
 
 uint64_t http_request_count(void)
 {
@@ -232,6 +249,8 @@ static int set_options(struct http_client *c, const struct http_request *req,
         SETOPT(h, CURLOPT_WRITEDATA, sink);
         SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
         SETOPT(h, CURLOPT_HEADERDATA, sink->resp);
+        SETOPT(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        SETOPT(h, CURLOPT_NOPROGRESS, 0L);
         SETOPT(h, CURLOPT_CUSTOMREQUEST, req->method);
         /* libcurl silently resends a request whose reused connection died
          * before an answer.  For a call that is not idempotent (token create)
@@ -274,6 +293,8 @@ static int errno_from_curl(CURLcode cc, bool too_big)
         case CURLE_SSL_CERTPROBLEM:
         case CURLE_SSL_ISSUER_ERROR:
                 return -EPROTO;
+        case CURLE_ABORTED_BY_CALLBACK:
+                return -ECANCELED;
         case CURLE_UNSUPPORTED_PROTOCOL:
         case CURLE_URL_MALFORMAT:
                 return -EINVAL;
@@ -344,12 +365,16 @@ static int64_t backoff_ms(int attempt, int64_t retry_after)
         return d;
 }
 
+/* Sleeps in short slices so a stop request is noticed promptly. */
 static void sleep_ms(int64_t ms)
 {
-        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
+        while (ms > 0 && !stopping()) {
+                int64_t slice = ms > 200 ? 200 : ms;
+                struct timespec ts = { .tv_sec = 0, .tv_nsec = slice * 1000000 };
+                while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                        ;
+                ms -= slice;
+        }
 }
 
 int http_do(struct http_client *c, const struct http_request *req,
@@ -373,6 +398,10 @@ int http_do(struct http_client *c, const struct http_request *req,
         for (attempt = 0; attempt < attempts; attempt++) {
                 int64_t wait;
 
+                if (stopping()) {
+                        snprintf(errbuf, errlen, "interrupted: patrol is stopping");
+                        return -ECANCELED;
+                }
                 if (attempt > 0)
                         http_response_clear(resp);
                 r = perform_once(c, req, resp, errbuf, errlen);

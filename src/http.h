@@ -52,5 +52,10 @@ void http_response_clear(struct http_response *r);
 /* Percent-encode for a path segment or query value (RFC 3986 unreserved kept). */
 char *http_escape(const char *s);
 
+/* The daemon's stop flag: when it becomes non-zero, transfers in progress
+ * are aborted (-ECANCELED) and no retry is started, so SIGTERM is obeyed
+ * within a second even in the middle of a slow call. */
+void http_set_stop_flag(const volatile int *flag);
+
 /* Total requests sent (for the benchmark and tests). */
 uint64_t http_request_count(void);

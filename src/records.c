@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #define JOURNAL_COMPACT_LINES 4096
 
 struct records {
+        pthread_mutex_t lock;   /* rotations run in parallel threads */
         char *dir;
         bool readonly;
         int lock_fd;
@@ -463,7 +465,7 @@ out:
         return rc;
 }
 
-int records_compact(struct records *r)
+static int compact_locked(struct records *r)
 {
         struct json_object *root, *ints;
         const char *s;
@@ -491,7 +493,7 @@ int records_compact(struct records *r)
         return 0;
 }
 
-int records_save(struct records *r, const struct rec_integration *ri)
+static int save_locked(struct records *r, const struct rec_integration *ri)
 {
         struct json_object *line;
         const char *s;
@@ -521,11 +523,11 @@ int records_save(struct records *r, const struct rec_integration *ri)
         if (rc == 0 && fdatasync(r->journal_fd) < 0)
                 rc = -errno;
         if (rc == 0 && ++r->journal_lines >= JOURNAL_COMPACT_LINES)
-                rc = records_compact(r);
+                rc = compact_locked(r);
         return rc;
 }
 
-int records_audit(struct records *r, const struct audit_event *ev)
+static int audit_locked(struct records *r, const struct audit_event *ev)
 {
         struct json_object *o = json_object_new_object();
         char now[32], *path = path_in(r, "audit.jsonl"), *buf = NULL;
@@ -565,6 +567,36 @@ out:
         json_object_put(o);
         free(buf);
         free(path);
+        return rc;
+}
+
+int records_compact(struct records *r)
+{
+        int rc;
+
+        pthread_mutex_lock(&r->lock);
+        rc = compact_locked(r);
+        pthread_mutex_unlock(&r->lock);
+        return rc;
+}
+
+int records_save(struct records *r, const struct rec_integration *ri)
+{
+        int rc;
+
+        pthread_mutex_lock(&r->lock);
+        rc = save_locked(r, ri);
+        pthread_mutex_unlock(&r->lock);
+        return rc;
+}
+
+int records_audit(struct records *r, const struct audit_event *ev)
+{
+        int rc;
+
+        pthread_mutex_lock(&r->lock);
+        rc = audit_locked(r, ev);
+        pthread_mutex_unlock(&r->lock);
         return rc;
 }
 
@@ -643,6 +675,7 @@ int records_open(const char *state_dir, bool readonly, struct records **ret, cha
                 free(r);
                 return -ENOMEM;
         }
+        pthread_mutex_init(&r->lock, NULL);
         r->readonly = readonly;
         r->lock_fd = r->journal_fd = -1;
         rc = prepare_dir(state_dir, readonly, err, errlen);
@@ -678,7 +711,7 @@ struct records *records_close(struct records *r)
         if (!r)
                 return NULL;
         if (!r->readonly && r->journal_fd >= 0 && r->journal_lines > 0)
-                (void)records_compact(r);
+                (void)compact_locked(r);
         for (i = 0; i < r->n; i++)
                 rec_free(r->v[i]);
         free(r->v);
@@ -687,6 +720,7 @@ struct records *records_close(struct records *r)
         if (r->lock_fd >= 0)
                 close(r->lock_fd);
         free(r->dir);
+        pthread_mutex_destroy(&r->lock);
         free(r);
         return NULL;
 }

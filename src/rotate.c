@@ -20,6 +20,7 @@
 #include "json.h"
 #include "log.h"
 #include "onplana.h"
+#include "schedule.h"
 #include "secret.h"
 #include "store.h"
 
@@ -477,7 +478,7 @@ static void finish(struct flight *f, int64_t now)
         ri->last_rotation = now;
         ri->failures = 0;
         rec_set(&ri->last_error, retired ? NULL : res->error);
-        ri->next_rotation = ri->expires_at - f->in->policy.renew_before;
+        ri->next_rotation = ri->expires_at - f->in->policy.renew_before + schedule_splay(&f->in->policy);
         rec_clear_flight(ri);
         if (save(f, "finished") < 0)
                 return;
@@ -746,16 +747,21 @@ static void record_failure(struct flight *f, int64_t now)
         struct rec_integration *ri = f->ri;
         enum rotate_outcome o = f->res->outcome;
 
+        bool urgent;
+
         if (o != OUTCOME_FAILED && o != OUTCOME_INCOMPLETE)
                 return;
+        urgent = !ri->token_id || ri->expires_at - now < f->in->policy.renew_before / 4;
         ri->last_result = o == OUTCOME_FAILED ? RESULT_FAILED : RESULT_INCOMPLETE;
         rec_set(&ri->last_error, f->res->error);
         ri->failures++;
-        (void)now;
+        ri->next_rotation = now + schedule_backoff(&f->in->policy, ri->failures, f->res->retry_after);
         (void)records_save(f->ctx->rec, ri);
         audit(f, "failed", ri->old_token_id ? ri->old_token_id : ri->token_id, ri->new_token_id,
               ri->new_version, f->res->error);
-        log_event(LOG_ERR, LOG_EV_FAILED, f->in->name, "%s: %s", rotate_outcome_name(o), f->res->error);
+        /* Close to expiry a failure is an emergency: say so at error level. */
+        log_event(urgent ? LOG_ERR : LOG_WARNING, LOG_EV_FAILED, f->in->name, "%s: %s",
+                  rotate_outcome_name(o), f->res->error);
 }
 
 void rotate_recover(struct rotate_ctx *ctx, const struct cfg_integration *in, struct rotate_result *res)

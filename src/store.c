@@ -15,6 +15,8 @@ const struct store_ops *store_ops_for(enum store_type t)
         switch (t) {
         case STORE_VAULT:
                 return &store_vault_ops;
+        case STORE_AWS:
+                return &store_aws_ops;
         case STORE_AZURE:
                 return &store_azure_ops;
         default:

@@ -441,6 +441,10 @@ static int vault_login(struct vault *v, char *err, size_t errlen)
         v->renew_at_ms = 0;
         v->generation++;
         if (a->method == AUTH_VAULT_TOKEN) {
+                if (!a->token || !a->token[0]) {
+                        set_err(err, errlen, "vault: login token: no token configured");
+                        return -EACCES;
+                }
                 v->token = secret_dup(a->token);
                 return v->token ? 0 : -ENOMEM;
         }

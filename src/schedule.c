@@ -1,0 +1,59 @@
+/* schedule.c: the arithmetic of when to rotate; the daemon's loop sleeps
+ * until the earliest of these times. */
+#include "schedule.h"
+
+#include <stdlib.h>
+#include <sys/random.h>
+
+static uint64_t random_u64(void)
+{
+        uint64_t v = 0;
+
+        if (getrandom(&v, sizeof(v), 0) != sizeof(v))
+                v = (uint64_t)random();
+        return v;
+}
+
+int64_t schedule_backoff(const struct policy *p, int failures, int64_t retry_after)
+{
+        int64_t d = p->retry_min > 0 ? p->retry_min : 1;
+        int i;
+
+        for (i = 1; i < failures && d < p->retry_max; i++)
+                d *= 2;
+        if (d > p->retry_max)
+                d = p->retry_max;
+        if (d > 1)
+                d = d / 2 + (int64_t)(random_u64() % (uint64_t)(d / 2 + 1));
+        if (retry_after > d)
+                d = retry_after;
+        return d;
+}
+
+int64_t schedule_splay(const struct policy *p)
+{
+        int64_t cap = p->renew_before * 3 / 100;
+
+        if (cap > 3600)
+                cap = 3600;
+        return cap > 0 ? (int64_t)(random_u64() % (uint64_t)(cap + 1)) : 0;
+}
+
+int64_t schedule_rotation_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now)
+{
+        /* After a failure next_rotation holds the backoff, even in flight. */
+        if (!ri || ri->step != STEP_IDLE || !ri->token_id)
+                return ri && ri->next_rotation > now ? ri->next_rotation : now;
+        if (ri->next_rotation)
+                return ri->next_rotation;
+        return ri->expires_at - in->policy.renew_before;
+}
+
+int64_t schedule_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now)
+{
+        int64_t due = schedule_rotation_due(in, ri, now);
+
+        if (ri && ri->revoke_token_id && ri->revoke_due < due)
+                due = ri->revoke_due;
+        return due;
+}

@@ -1,0 +1,26 @@
+/* schedule.h: when each integration next needs work, backoff and splay. */
+#pragma once
+
+#include <stdint.h>
+
+#include "config.h"
+#include "records.h"
+
+/* Capped exponential backoff with jitter after `failures` consecutive
+ * failures (>= 1): retry_min * 2^(failures-1), capped at retry_max, then a
+ * random value in [d/2, d]; never below retry_after when that is >= 0. */
+int64_t schedule_backoff(const struct policy *p, int failures, int64_t retry_after);
+
+/* A random splay of a few percent of renew_before, capped at one hour, so
+ * many hosts do not rotate in the same second. */
+int64_t schedule_splay(const struct policy *p);
+
+/* When the next rotation is due: at once for a rotation in flight or an
+ * integration without a token; else next_rotation (or, before any was
+ * recorded, expires_at - renew_before). */
+int64_t schedule_rotation_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now);
+
+/* When the integration next needs work (wall-clock seconds): a rotation in
+ * flight or without a token: now; else the earlier of next_rotation and a
+ * due revocation.  ri may be NULL (never seen: now). */
+int64_t schedule_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now);
