@@ -189,8 +189,7 @@ int cli_run(const struct cli *c)
         case ACT_STATUS:
                 return cli_status(c);
         case ACT_REPORT:
-                log_error(NULL, "--report is not implemented yet");
-                return EXIT_FAILED;
+                return cli_report(c);
         default:
                 return daemon_run(c->config_path);
         }

@@ -37,3 +37,4 @@ int cli_run(const struct cli *c);
 
 int cli_rotate_now(const struct cli *c);
 int cli_status(const struct cli *c);
+int cli_report(const struct cli *c);
