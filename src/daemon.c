@@ -303,6 +303,11 @@ static int start(struct daemon *d, const char *config_path)
 
         d->config_path = config_path;
         d->sfd = d->tfd = -1;
+        /* Signals first: a SIGTERM during start-up is obeyed, not fatal. */
+        if (setup_signals(d) < 0) {
+                log_error(NULL, "cannot set up signals: %s", strerror(errno));
+                return EXIT_FAILED;
+        }
         if (config_load(config_path, true, &cfg) < 0)
                 return EXIT_CONFIG;
         r = records_open(cfg->state_dir, false, &d->rec, err, sizeof(err));
@@ -311,7 +316,7 @@ static int start(struct daemon *d, const char *config_path)
                 config_free(cfg);
                 return EXIT_FAILED;
         }
-        if (adopt_config(d, cfg) < 0 || setup_signals(d) < 0 ||
+        if (adopt_config(d, cfg) < 0 ||
             (d->tfd = timerfd_create(CLOCK_REALTIME, TFD_CLOEXEC | TFD_NONBLOCK)) < 0) {
                 log_error(NULL, "cannot set up the daemon: %s", strerror(errno));
                 return EXIT_FAILED;
@@ -363,6 +368,7 @@ int daemon_run(const char *config_path)
         recover_all(&d);
         notify_ready();
         publish(&d);
+        handle_signals(&d);     /* any that came during start-up */
         while (!d.stopping) {
                 const struct cfg_integration **due = calloc(d.cfg->n_integrations + 1, sizeof(*due));
                 int64_t next;

@@ -41,12 +41,17 @@ int64_t schedule_splay(const struct policy *p)
 
 int64_t schedule_rotation_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now)
 {
+        int64_t by_policy;
+
         /* After a failure next_rotation holds the backoff, even in flight. */
-        if (!ri || ri->step != STEP_IDLE || !ri->token_id)
+        if (!ri || ri->step != STEP_IDLE || !ri->token_id || ri->failures > 0)
                 return ri && ri->next_rotation > now ? ri->next_rotation : now;
-        if (ri->next_rotation)
+        /* next_rotation was computed with the policy of its day (plus the
+         * splay); a renew_before raised since then brings it forward. */
+        by_policy = ri->expires_at - in->policy.renew_before;
+        if (ri->next_rotation && ri->next_rotation < by_policy)
                 return ri->next_rotation;
-        return ri->expires_at - in->policy.renew_before;
+        return by_policy;
 }
 
 int64_t schedule_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now)

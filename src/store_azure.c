@@ -421,9 +421,10 @@ static int read_secret(struct azure *az, const struct cfg_integration *in, const
         if (r < 0 || !bundle)
                 goto done;
         r = decode_bundle(in, &c, bundle, &val, err, errlen);
+        /* A copy: the bundle is wiped below, strings and all. */
         if (r == 0 && ret_tags && json_object_object_get_ex(bundle, "tags", &tags) &&
-            json_object_is_type(tags, json_type_object))
-                *ret_tags = json_object_get(tags);
+            json_object_is_type(tags, json_type_object) && json_object_deep_copy(tags, ret_tags, NULL) < 0)
+                r = -ENOMEM;
 done:
         if (r == 0) {
                 *ret = val;
@@ -475,8 +476,8 @@ static struct json_object *tags_new(const struct cfg_integration *in, const stru
                 return NULL;
         if (old) {
                 json_object_object_foreach(old, key, val) {
-                        if (r == 0 && !own_tag(key))
-                                r = obj_add(t, key, json_object_get(val));
+                        if (r == 0 && !own_tag(key) && json_object_is_type(val, json_type_string))
+                                r = obj_add(t, key, json_object_new_string(json_object_get_string(val)));
                 }
         }
         r = r ? r : obj_add(t, "managed_by", json_object_new_string(MARKER));
