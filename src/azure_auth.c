@@ -150,55 +150,74 @@ static char *entra_url(const char *authority, const char *tenant)
         return out;
 }
 
-/* Where tokens come from; the authority for the challenge check. */
-static int choose_source(struct azure_auth *a)
+/* The authority for client credentials: the configured one, or for workload
+ * identity $AZURE_AUTHORITY_HOST (set by the webhook for other clouds; a bare
+ * host name, as the SDKs accept it, means https) when none was configured. */
+static char *entra_authority(const struct azure_auth *a)
+{
+        const char *authority = a->cfg->authority_url ? a->cfg->authority_url : DEFAULT_AUTHORITY;
+        const char *host = secure_getenv("AZURE_AUTHORITY_HOST");
+        char *out = NULL;
+
+        if (a->src != SRC_WORKLOAD || !host || !*host || strcmp(authority, DEFAULT_AUTHORITY) != 0)
+                return strip_slash_dup(authority);
+        if (strstr(host, "://"))
+                return strip_slash_dup(host);
+        if (asprintf(&out, "https://%s", host) < 0)
+                return NULL;
+        out[strcspn(out + 8, "/") + 8] = '\0';
+        return out;
+}
+
+static int choose_entra(struct azure_auth *a)
+{
+        const struct cfg_auth *au = &a->cfg->auth;
+
+        a->src = au->method == AUTH_AZURE_CLIENT_SECRET ? SRC_CLIENT_SECRET : SRC_WORKLOAD;
+        if (!au->tenant_id || !au->client_id ||
+            (a->src == SRC_CLIENT_SECRET && !au->client_secret) || (a->src == SRC_WORKLOAD && !au->token_file))
+                return -EINVAL;
+        if (!(a->authority = entra_authority(a)))
+                return -ENOMEM;
+        a->token_url = entra_url(a->authority, au->tenant_id);
+        return a->token_url ? 0 : -ENOMEM;
+}
+
+/* App Service when its variables are set and no IMDS endpoint is configured. */
+static int choose_msi(struct azure_auth *a)
 {
         const struct cfg_store *c = a->cfg;
-        const struct cfg_auth *au = &c->auth;
         const char *ep = secure_getenv("IDENTITY_ENDPOINT"), *hdr = secure_getenv("IDENTITY_HEADER");
-        const char *host = secure_getenv("AZURE_AUTHORITY_HOST");
-        const char *authority = c->authority_url ? c->authority_url : DEFAULT_AUTHORITY;
+        char *base = NULL, *u = NULL;
 
-        switch (au->method) {
+        /* Not used to get tokens, but a challenge must still name it. */
+        if (!(a->authority = strip_slash_dup(c->authority_url ? c->authority_url : DEFAULT_AUTHORITY)))
+                return -ENOMEM;
+        if (!c->imds_endpoint && ep && *ep && hdr && *hdr) {
+                a->src = SRC_APP_SERVICE;
+                a->token_url = msi_url(ep, APP_SERVICE_API_VERSION, a->resource, c->auth.client_id);
+                return a->token_url ? 0 : -ENOMEM;
+        }
+        a->src = SRC_IMDS;
+        base = strip_slash_dup(c->imds_endpoint ? c->imds_endpoint : DEFAULT_IMDS);
+        if (base && asprintf(&u, "%s%s", base, IMDS_PATH) >= 0)
+                a->token_url = msi_url(u, IMDS_API_VERSION, a->resource, c->auth.client_id);
+        free(base);
+        free(u);
+        return a->token_url ? 0 : -ENOMEM;
+}
+
+static int choose_source(struct azure_auth *a)
+{
+        switch (a->cfg->auth.method) {
         case AUTH_AZURE_CLIENT_SECRET:
         case AUTH_AZURE_WORKLOAD_IDENTITY:
-                if (!au->tenant_id || !au->client_id)
-                        return -EINVAL;
-                a->src = au->method == AUTH_AZURE_CLIENT_SECRET ? SRC_CLIENT_SECRET : SRC_WORKLOAD;
-                if (a->src == SRC_CLIENT_SECRET && !au->client_secret)
-                        return -EINVAL;
-                if (a->src == SRC_WORKLOAD && !au->token_file)
-                        return -EINVAL;
-                /* The workload-identity webhook names the cloud's authority. */
-                if (a->src == SRC_WORKLOAD && host && *host && strcmp(authority, DEFAULT_AUTHORITY) == 0)
-                        authority = host;
-                a->authority = strip_slash_dup(authority);
-                if (!a->authority)
-                        return -ENOMEM;
-                a->token_url = entra_url(a->authority, au->tenant_id);
-                break;
+                return choose_entra(a);
         case AUTH_AZURE_MANAGED_IDENTITY:
-                a->authority = strip_slash_dup(authority);
-                if (!a->authority)
-                        return -ENOMEM;
-                if (!c->imds_endpoint && ep && *ep && hdr && *hdr) {
-                        a->src = SRC_APP_SERVICE;
-                        a->token_url = msi_url(ep, APP_SERVICE_API_VERSION, a->resource, au->client_id);
-                } else {
-                        char *base = strip_slash_dup(c->imds_endpoint ? c->imds_endpoint : DEFAULT_IMDS), *u = NULL;
-
-                        if (base && asprintf(&u, "%s%s", base, IMDS_PATH) >= 0) {
-                                a->src = SRC_IMDS;
-                                a->token_url = msi_url(u, IMDS_API_VERSION, a->resource, au->client_id);
-                        }
-                        free(base);
-                        free(u);
-                }
-                break;
+                return choose_msi(a);
         default:
                 return -EINVAL;
         }
-        return a->token_url ? 0 : -ENOMEM;
 }
 
 int azure_auth_new(const struct cfg_store *cfg, struct http_client *http, struct azure_auth **ret)
@@ -243,7 +262,7 @@ static char *form_encode(const char *const *kv)
         char *esc[16] = { 0 }, *out = NULL;
         size_t n = 0, len = 0, i;
 
-        for (i = 0; kv[2 * i] && i < 16; i++, n++) {
+        for (i = 0; i < 16 && kv[2 * i]; i++, n++) {
                 if (!(esc[i] = http_escape(kv[2 * i + 1])))
                         goto out;
                 len += strlen(kv[2 * i]) + strlen(esc[i]) + 2;

@@ -7,6 +7,8 @@
 #   and every option of SPEC.md section 1; it lists every exit status, the
 #   environment variables patrol reads, the JSON fields and the report
 #   findings.
+# - doc/patrol.catalog has one entry per MESSAGE_ID of src/log.c, and
+#   `journalctl --update-catalog` accepts it (in a scratch --root).
 # - patrol.conf(5) documents, as keywords (.Ic), every configuration key of
 #   SPEC.md section 2, and every store authentication method.
 #
@@ -49,7 +51,7 @@ words() {
                 sed -n 's/^@@//p' | sed 's/&#x2011;/-/g; s/&#x2010;/-/g' | sort -u
 }
 
-echo "1..12"
+echo "1..13"
 
 # -- lint
 for page in "$page8" "$page5"; do
@@ -165,5 +167,35 @@ for s in json raw managed_by custom_metadata SecretString AWSPENDING AWSCURRENT 
 done
 result "patrol.conf.5 says what lands in each store (SPEC section 3)"
 
-[ "$n" -eq 12 ] || echo "# planned 12 tests, ran $n"
+# -- the journal catalog: one entry per MESSAGE_ID of src/log.c, and
+# journalctl accepts it.
+catalog=$srcdir/doc/patrol.catalog
+if [ ! -f "$catalog" ] || [ ! -f "$srcdir/src/log.c" ]; then
+        skip "doc/patrol.catalog covers every MESSAGE_ID of src/log.c" "not in this tree"
+else
+        grep -o '"[0-9a-f]\{32\}"' "$srcdir/src/log.c" | tr -d '"' | sort -u >"$tmp/ids"
+        sed -n 's/^-- \([0-9a-f]\{32\}\)$/\1/p' "$catalog" | sort >"$tmp/entries"
+        missing=$(comm -23 "$tmp/ids" "$tmp/entries" | tr '\n' ' ')
+        extra=$(comm -13 "$tmp/ids" "$tmp/entries" | tr '\n' ' ')
+        dups=$(uniq -d "$tmp/entries" | tr '\n' ' ')
+        bad=
+        if command -v journalctl >/dev/null 2>&1; then
+                mkdir -p "$tmp/root/usr/lib/systemd/catalog" "$tmp/root/var/lib/systemd/catalog"
+                cp "$catalog" "$tmp/root/usr/lib/systemd/catalog/"
+                journalctl --root="$tmp/root" --update-catalog >"$tmp/jc" 2>&1 &&
+                        journalctl --root="$tmp/root" --list-catalog >"$tmp/list" 2>>"$tmp/jc" ||
+                        bad="journalctl --update-catalog failed"
+                [ -n "$bad" ] || [ "$(wc -l <"$tmp/list")" -eq "$(wc -l <"$tmp/entries")" ] ||
+                        bad="journalctl lists $(wc -l <"$tmp/list") of $(wc -l <"$tmp/entries") entries"
+        fi
+        if [ ! -s "$tmp/ids" ] || [ -n "$missing$extra$dups$bad" ]; then
+                not_ok "doc/patrol.catalog covers every MESSAGE_ID of src/log.c"
+                echo "# missing: $missing extra: $extra duplicate: $dups $bad"
+                [ -s "$tmp/jc" ] && diag <"$tmp/jc"
+        else
+                ok "doc/patrol.catalog covers every MESSAGE_ID of src/log.c ($(wc -l <"$tmp/ids") ids)"
+        fi
+fi
+
+[ "$n" -eq 13 ] || echo "# planned 13 tests, ran $n"
 exit $failed

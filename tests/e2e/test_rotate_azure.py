@@ -304,3 +304,17 @@ def test_challenge_for_another_resource_is_refused(env, azure, no_leaks):
            "https://vault.example.org" in out(r)
     assert env.versions() == [] and env.active_tokens("ci-reader") == []
     no_leaks(secrets=env.extra_secrets)
+
+
+def test_workload_identity_follows_azure_authority_host(env, azure, no_leaks):
+    fed = azure.federated_token(env.app["client_id"])
+    env.patrol.write_file("federated-token", fed)
+    store = {k: v for k, v in env.store.items() if k != "authority_url"}
+    store["auth"] = dict(method="workload_identity", tenant_id=env.tenant,
+                         client_id=env.app["client_id"], token_file="federated-token")
+    env.configure([env.integration()], store=store)
+    # what the AKS webhook injects; no authority_url is configured
+    rotate(env, run_env={"AZURE_AUTHORITY_HOST": azure.url + "/"})
+    assert [t["kind"] for t in azure.issued()] == ["client_assertion"]
+    assert len(env.versions()) == 1
+    no_leaks(secrets=env.extra_secrets + [fed])

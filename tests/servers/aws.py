@@ -104,7 +104,7 @@ import secrets
 import sys
 import threading
 import uuid
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 from xml.sax.saxutils import escape as xml_escape
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
