@@ -478,7 +478,7 @@ static void finish(struct flight *f, int64_t now)
         ri->last_rotation = now;
         ri->failures = 0;
         rec_set(&ri->last_error, retired ? NULL : res->error);
-        ri->next_rotation = ri->expires_at - f->in->policy.renew_before + schedule_splay(&f->in->policy);
+        ri->next_rotation = ri->expires_at - f->in->policy.renew_before + schedule_splay(f->in);
         rec_clear_flight(ri);
         if (save(f, "finished") < 0)
                 return;

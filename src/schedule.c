@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 static uint64_t random_u64(void)
 {
@@ -30,28 +31,37 @@ int64_t schedule_backoff(const struct policy *p, int failures, int64_t retry_aft
         return d;
 }
 
-int64_t schedule_splay(const struct policy *p)
+static uint64_t fnv1a(uint64_t h, const char *s)
 {
-        int64_t cap = p->renew_before * 3 / 100;
+        for (; *s; s++) {
+                h ^= (unsigned char)*s;
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+int64_t schedule_splay(const struct cfg_integration *in)
+{
+        int64_t cap = in->policy.renew_before * 3 / 100;
+        char host[256] = "";
+        uint64_t h;
 
         if (cap > 3600)
                 cap = 3600;
-        return cap > 0 ? (int64_t)(random_u64() % (uint64_t)(cap + 1)) : 0;
+        if (cap <= 0)
+                return 0;
+        (void)gethostname(host, sizeof(host) - 1);
+        h = fnv1a(fnv1a(14695981039346656037ULL, host), in->name);
+        return (int64_t)(h % (uint64_t)(cap + 1));
 }
 
 int64_t schedule_rotation_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now)
 {
-        int64_t by_policy;
-
         /* After a failure next_rotation holds the backoff, even in flight. */
         if (!ri || ri->step != STEP_IDLE || !ri->token_id || ri->failures > 0)
                 return ri && ri->next_rotation > now ? ri->next_rotation : now;
-        /* next_rotation was computed with the policy of its day (plus the
-         * splay); a renew_before raised since then brings it forward. */
-        by_policy = ri->expires_at - in->policy.renew_before;
-        if (ri->next_rotation && ri->next_rotation < by_policy)
-                return ri->next_rotation;
-        return by_policy;
+        /* Derived from the policy in force, so a changed renew_before counts. */
+        return ri->expires_at - in->policy.renew_before + schedule_splay(in);
 }
 
 int64_t schedule_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now)

@@ -11,9 +11,11 @@
  * random value in [d/2, d]; never below retry_after when that is >= 0. */
 int64_t schedule_backoff(const struct policy *p, int failures, int64_t retry_after);
 
-/* A random splay of a few percent of renew_before, capped at one hour, so
- * many hosts do not rotate in the same second. */
-int64_t schedule_splay(const struct policy *p);
+/* A splay of up to 3% of renew_before, capped at one hour, so that many
+ * hosts do not rotate in the same second.  It is a hash of the host name and
+ * the integration's name: random across hosts, yet stable for one
+ * integration so a restart or a changed policy does not move it about. */
+int64_t schedule_splay(const struct cfg_integration *in);
 
 /* When the next rotation is due: at once for a rotation in flight or an
  * integration without a token; else next_rotation (or, before any was
