@@ -387,7 +387,9 @@ static char *sts_url(const struct aws_auth *a)
 
         if (a->cfg->sts_endpoint)
                 return strdup(a->cfg->sts_endpoint);
-        if (asprintf(&url, "https://sts.%s.amazonaws.com", a->region) < 0)
+        /* The China partition has its own domain. */
+        if (asprintf(&url, "https://sts.%s.%s", a->region,
+                     strncmp(a->region, "cn-", 3) == 0 ? "amazonaws.com.cn" : "amazonaws.com") < 0)
                 return NULL;
         return url;
 }

@@ -39,6 +39,7 @@ struct daemon {
         int tfd;
         int64_t watchdog_ms;
         bool stopping;
+        bool reload_pending;    /* SIGHUP seen; acted on between batches */
 };
 
 struct batch {
@@ -105,15 +106,15 @@ static int setup_signals(struct daemon *d)
         return d->sfd < 0 ? -errno : 0;
 }
 
-static void reload(struct daemon *d);
-
+/* Only flags here: a reload must wait until no worker uses the old
+ * configuration, while a stop is passed to the workers at once. */
 static void handle_signals(struct daemon *d)
 {
         struct signalfd_siginfo si;
 
         while (read(d->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
                 if (si.ssi_signo == SIGHUP) {
-                        reload(d);
+                        d->reload_pending = true;
                 } else {
                         log_event(LOG_NOTICE, LOG_EV_STOPPED, NULL, "stopping on signal %u", si.ssi_signo);
                         d->stopping = true;
@@ -370,7 +371,13 @@ int daemon_run(const char *config_path)
         publish(&d);
         handle_signals(&d);     /* any that came during start-up */
         while (!d.stopping) {
-                const struct cfg_integration **due = calloc(d.cfg->n_integrations + 1, sizeof(*due));
+                const struct cfg_integration **due;
+                if (d.reload_pending) {
+                        d.reload_pending = false;
+                        reload(&d);
+                        continue;
+                }
+                due = calloc(d.cfg->n_integrations + 1, sizeof(*due));
                 int64_t next;
                 size_t n = due ? collect_due(&d, due, &next) : 0;
                 if (n) {

@@ -833,7 +833,8 @@ static int sm_open(const struct cfg_store *cfg, struct http_client *http, void *
         s->http = http;
         if (cfg->endpoint)
                 s->url = strdup(cfg->endpoint);
-        else if (asprintf(&s->url, "https://secretsmanager.%s.amazonaws.com", cfg->region) < 0)
+        else if (asprintf(&s->url, "https://secretsmanager.%s.%s", cfg->region,      /* China: own domain */
+                          strncmp(cfg->region, "cn-", 3) == 0 ? "amazonaws.com.cn" : "amazonaws.com") < 0)
                 s->url = NULL;
         r = s->url ? aws_auth_new(cfg, cfg->region, http, &s->auth) : -ENOMEM;
         if (r < 0) {
