@@ -4,6 +4,8 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,40 +129,109 @@ static struct json_object *result_json(const struct cfg_integration *in, const s
         return o;
 }
 
-static int run_all(const struct config *cfg, const struct cli *c, struct records *rec,
-                   const struct cfg_integration **sel, size_t n)
+/* The integrations are shared out to up to max_parallel threads, each with
+ * its own HTTP client (connections, sessions); results are reported in
+ * configuration order once all are done. */
+struct run {
+        const struct config *cfg;
+        struct records *rec;
+        const struct cfg_integration **sel;
+        struct rotate_result *res;
+        size_t n;
+        bool dry_run;
+        atomic_size_t next;
+};
+
+static void *run_worker(void *arg)
 {
-        struct json_object *results = json_object_new_array();
+        struct run *run = arg;
         struct http_client *http = http_client_new(0, 0);
         struct rotate_ctx *ctx = NULL;
-        int status = EXIT_OK;
         size_t i;
 
-        if (!http || !results || rotate_ctx_new(cfg, rec, http, &ctx) < 0) {
+        if (!http || rotate_ctx_new(run->cfg, run->rec, http, &ctx) < 0) {
                 log_error(NULL, "out of memory");
-                status = EXIT_FAILED;
                 goto out;
         }
-        for (i = 0; i < n; i++) {
-                struct rotate_result res;
-                rotate_one(ctx, cfg, http, sel[i], c->dry_run, &res);
-                if (res.outcome == OUTCOME_FAILED || res.outcome == OUTCOME_INCOMPLETE)
-                        status = EXIT_FAILED;
-                if (c->json)
-                        json_object_array_add(results, result_json(sel[i], &res));
-                else
-                        print_result(sel[i], &res);
-        }
-        if (c->json) {
-                struct json_object *doc = json_object_new_object();
-                json_object_object_add(doc, "results", json_object_get(results));
-                puts(json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-                json_object_put(doc);
-        }
+        while ((i = atomic_fetch_add(&run->next, 1)) < run->n)
+                rotate_one(ctx, run->cfg, http, run->sel[i], run->dry_run, &run->res[i]);
 out:
         rotate_ctx_free(ctx);
         http_client_free(http);
-        json_object_put(results);
+        return NULL;
+}
+
+static void run_parallel(struct run *run)
+{
+        /* A dry run prints its plan as it goes: one at a time keeps it readable. */
+        size_t want = run->dry_run ? 1 : (size_t)run->cfg->max_parallel, started = 0, i;
+        pthread_t *t;
+
+        if (want > run->n)
+                want = run->n;
+        t = calloc(want + 1, sizeof(*t));
+        for (i = 0; t && i < want; i++)
+                if (pthread_create(&t[i], NULL, run_worker, run) == 0)
+                        started++;
+        if (started == 0)
+                run_worker(run);
+        for (i = 0; i < started; i++)
+                pthread_join(t[i], NULL);
+        free(t);
+}
+
+static int report(const struct cli *c, const struct run *run)
+{
+        struct json_object *results = json_object_new_array();
+        int status = EXIT_OK;
+        size_t i;
+
+        for (i = 0; i < run->n; i++) {
+                const struct rotate_result *res = &run->res[i];
+                if (res->outcome == OUTCOME_FAILED || res->outcome == OUTCOME_INCOMPLETE)
+                        status = EXIT_FAILED;
+                if (c->json)
+                        json_object_array_add(results, result_json(run->sel[i], res));
+                else
+                        print_result(run->sel[i], res);
+        }
+        if (c->json) {
+                struct json_object *doc = json_object_new_object();
+                json_object_object_add(doc, "results", results);
+                puts(json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(doc);
+        } else {
+                json_object_put(results);
+        }
+        return status;
+}
+
+static int run_all(const struct config *cfg, const struct cli *c, struct records *rec,
+                   const struct cfg_integration **sel, size_t n)
+{
+        struct run run = { .cfg = cfg, .rec = rec, .sel = sel, .n = n, .dry_run = c->dry_run };
+        int status;
+        size_t i;
+
+        run.res = calloc(n + 1, sizeof(*run.res));
+        if (!run.res) {
+                log_error(NULL, "out of memory");
+                return EXIT_FAILED;
+        }
+        /* Every entry exists before the threads start: none grows the table. */
+        for (i = 0; i < n; i++) {
+                run.res[i].outcome = OUTCOME_FAILED;
+                snprintf(run.res[i].error, sizeof(run.res[i].error), "not attempted");
+                if (!records_get(rec, sel[i]->name)) {
+                        free(run.res);
+                        log_error(NULL, "out of memory");
+                        return EXIT_FAILED;
+                }
+        }
+        atomic_init(&run.next, 0);
+        run_parallel(&run);
+        status = report(c, &run);
+        free(run.res);
         return status;
 }
 
