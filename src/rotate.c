@@ -131,6 +131,16 @@ static void fail(struct flight *f, enum rotate_outcome o, const char *fmt, ...)
         va_end(ap);
 }
 
+/* For clean-up failures: keep the first error of this run, which explains
+ * why a clean-up was needed; otherwise this one is the run's error. */
+static void fail_cleanup(struct flight *f, const char *what, const char *err)
+{
+        if (f->res->outcome == OUTCOME_NOTHING) {
+                fail(f, OUTCOME_FAILED, "%s: %s", what, err);
+                f->res->transient = true;
+        }
+}
+
 /* A record that cannot be made durable stops the rotation: going on would
  * break the promise that a crash can be recovered. */
 static int save(struct flight *f, const char *crash_name)
@@ -205,9 +215,10 @@ static int revoke_new(struct flight *f, const char *id)
         char err[512];
         int r = onplana_revoke(f->ctx->onp, f->in->account, id, err, sizeof(err));
 
-        if (r < 0)
+        if (r < 0) {
                 log_error(f->in->name, "cannot revoke new token %s: %s", id, err);
-        else
+                fail_cleanup(f, "cannot revoke a token that never reached the store", err);
+        } else
                 log_info(f->in->name, "revoked new token %s, which never reached the store", id);
         return r;
 }
@@ -311,6 +322,7 @@ static void undo_by_name(struct flight *f)
         }
         if (onplana_list(f->ctx->onp, f->in->account, f->ri->new_name, &v, &n, err, sizeof(err)) < 0) {
                 log_error(f->in->name, "cannot look for a token named %s: %s", f->ri->new_name, err);
+                fail_cleanup(f, "cannot finish the interrupted rotation", err);
                 return;
         }
         for (i = 0; i < n; i++)
@@ -790,6 +802,11 @@ void rotate_integration(struct rotate_ctx *ctx, const struct cfg_integration *in
                 goto out;
         if (!is_dry_run && f.ri->step != STEP_IDLE) {
                 recover_flight(&f, now);
+                if (f.ri->step != STEP_IDLE && res->outcome == OUTCOME_NOTHING) {
+                        fail(&f, OUTCOME_FAILED, "a rotation left at step %s could not be resolved yet",
+                             rot_step_name(f.ri->step));
+                        res->transient = true;
+                }
                 /* A rotation finished (or stuck) in recovery is this run's
                  * rotation; one that was undone starts afresh below. */
                 if (res->outcome != OUTCOME_NOTHING || f.ri->step != STEP_IDLE)
