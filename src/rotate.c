@@ -355,15 +355,19 @@ static void fill_new(const struct flight *f, struct store_new *v, int64_t now)
         v->request_id = f->ri->rotation_id;
 }
 
-/* Does the store hold our new token now (a write whose answer was lost)? */
-static bool store_holds_new(struct flight *f, char **ret_version)
+/* Does the store hold our new token now (a write whose answer was lost)?
+ * 1 yes, 0 no, negative: cannot tell (the store cannot be read). */
+static int store_holds_new(struct flight *f, char **ret_version)
 {
         struct store_value cur = { 0 };
         char err[512];
-        bool yes;
+        int r, yes;
 
-        if (f->sh->ops->read_current(f->sh->st, f->in, &cur, err, sizeof(err)) < 0)
-                return false;
+        r = f->sh->ops->read_current(f->sh->st, f->in, &cur, err, sizeof(err));
+        if (r < 0) {
+                log_warning(f->in->name, "cannot tell whether the store holds the new token: %s", err);
+                return r;
+        }
         yes = cur.token_id && f->ri->new_token_id && strcmp(cur.token_id, f->ri->new_token_id) == 0;
         if (yes && ret_version) {
                 *ret_version = cur.version;
@@ -381,8 +385,21 @@ static int step_write(struct flight *f, const struct store_value *prev, int64_t 
 
         fill_new(f, &v, now);
         r = f->sh->ops->write(f->sh->st, f->in, prev, &v, &version, err, sizeof(err));
-        if (r < 0 && !f->sh->ops->stages && store_holds_new(f, &version))
-                r = 0;  /* performed, answer lost */
+        if (r < 0 && !f->sh->ops->stages) {
+                int held = store_holds_new(f, &version);
+                if (held > 0)
+                        r = 0;  /* performed, answer lost */
+                else if (held < 0)
+                        r = -EINPROGRESS;
+        }
+        if (r == -EINPROGRESS) {
+                /* The write may have happened and the store cannot be read:
+                 * revoking the new token could leave the store with a dead
+                 * one.  The rotation stays in flight for the next attempt. */
+                fail(f, OUTCOME_FAILED, "%s (the store may hold the new token: resolved at the next attempt)", err);
+                f->res->transient = true;
+                return r;
+        }
         if (r < 0) {
                 fail(f, OUTCOME_FAILED, "%s", err);
                 f->res->transient = r == -EAGAIN;
@@ -512,9 +529,14 @@ static void advance(struct flight *f, const struct store_value *prev, int64_t no
                 undo(f);
                 return;
         }
-        if (f->ri->step == STEP_VERIFIED && step_write(f, prev, now) < 0) {
-                undo(f);
-                return;
+        if (f->ri->step == STEP_VERIFIED) {
+                int r = step_write(f, prev, now);
+                if (r == -EINPROGRESS)
+                        return;         /* maybe in the store: never revoke it blindly */
+                if (r < 0) {
+                        undo(f);
+                        return;
+                }
         }
         if (f->ri->step == STEP_WRITTEN && step_read_back(f) < 0) {
                 if (f->res->outcome == OUTCOME_FAILED && !f->sh->ops->stages)
@@ -541,6 +563,29 @@ static int read_prev(struct flight *f, struct store_value *prev)
                 f->res->transient = r == -EAGAIN;
         }
         return r;
+}
+
+/* A managed secret whose metadata does not name its token (e.g. raw
+ * metadata describing a write that never landed): ask Onplana. */
+static int identify(struct flight *f, const char *token, char **ret_id)
+{
+        struct onplana_me *me = NULL;
+        char err[512];
+        int r = onplana_whoami(f->ctx->onp, token, &me, err, sizeof(err));
+
+        *ret_id = NULL;
+        if (r == -EACCES) {
+                log_warning(f->in->name, "the token in %s is no longer valid (%s)", f->in->secret, err);
+                return 0;
+        }
+        if (r < 0) {
+                fail(f, OUTCOME_FAILED, "identify the token in %s: %s", f->in->secret, err);
+                f->res->transient = r == -EAGAIN;
+                return r;
+        }
+        *ret_id = strdup(me->token_id);
+        onplana_me_free(me);
+        return 0;
 }
 
 /* A secret without the marker is someone else's unless adopt = true; then
@@ -624,6 +669,8 @@ static void begin(struct flight *f, bool is_dry_run, int64_t now)
                 goto out;
         if (prev.exists && prev.managed && prev.token_id)
                 old_id = strdup(prev.token_id);
+        else if (prev.exists && prev.managed && prev.token && identify(f, prev.token, &old_id) < 0)
+                goto out;
         if (is_dry_run) {
                 dry_run(f, &prev, old_id, now);
                 goto out;
@@ -668,10 +715,17 @@ static int reload_token(struct flight *f)
 static void recover_before_write(struct flight *f)
 {
         char *version = NULL;
+        int held = f->sh->ops->stages ? 0 : store_holds_new(f, &version);
 
+        if (held < 0) {
+                fail(f, OUTCOME_FAILED, "%s: cannot read secret %s to resolve the rotation in flight",
+                     f->sh->cfg->name, f->in->secret);
+                f->res->transient = true;
+                return;
+        }
         /* A crash between the store's write and its record: the store
          * holds the new token, so finish instead of revoking it. */
-        if (!f->sh->ops->stages && store_holds_new(f, &version)) {
+        if (held > 0) {
                 rec_set(&f->ri->new_version, version);
                 free(version);
                 f->ri->step = STEP_WRITTEN;
@@ -694,6 +748,9 @@ static void recover_flight(struct flight *f, int64_t now)
                 undo_by_name(f);
         } else if (from == STEP_CREATED || from == STEP_VERIFIED) {
                 recover_before_write(f);
+                /* Still before the write: unresolved (it said why) or undone. */
+                if (ri->step == STEP_CREATED || ri->step == STEP_VERIFIED)
+                        return;
         }
         if (ri->step == STEP_WRITTEN || ri->step == STEP_READ_BACK) {
                 if (reload_token(f) < 0 || verify_token(f, f->token) < 0)

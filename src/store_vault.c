@@ -1082,9 +1082,11 @@ static int kv2_write(struct vault *v, const struct cfg_integration *in, const st
         r = kv2_post_data(v, in, nv, cas, &version, err, errlen);
         if (r == -ESTALE)
                 r = kv2_recheck(v, in, nv, &version, err, errlen);
-        /* Someone else wrote: put their metadata back rather than leave ours
-         * describing a token that is not there.  Best effort. */
-        if (r == -ESTALE && in->format == FORMAT_RAW) {
+        /* The data write failed for sure (refused, or someone else wrote):
+         * put the old metadata back rather than leave ours describing a
+         * token that is not there.  Best effort.  After a transient failure
+         * the data may have been written, so the metadata stays. */
+        if (r < 0 && r != -EAGAIN && in->format == FORMAT_RAW) {
                 struct json_object *empty = old_cm ? NULL : json_object_new_object();
                 char scratch[256];
 
