@@ -43,6 +43,11 @@ struct ctx {
         unsigned mode;
         int err;
         unsigned nerr;
+        /* check_dup's index of the names seen so far in one list: entry
+         * number + 1 per slot, open addressing, so 10,000 names are not
+         * compared pairwise. */
+        const void *dup_arr;
+        size_t *dup_slots, dup_cap;
 };
 
 struct keydef;
@@ -611,22 +616,79 @@ struct named {
         int line;
 };
 
+static const struct named *named_at(const void *arr, size_t size, size_t i)
+{
+        return (const void *)((const char *)arr + i * size);
+}
+
+static size_t dup_hash(const char *s)
+{
+        size_t h = 14695981039346656037ULL;     /* FNV-1a */
+
+        while (*s)
+                h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+        return h;
+}
+
+/* The slot of name among entries 0..i-1 of arr, or the empty one where it goes. */
+static size_t dup_slot(const struct ctx *x, const void *arr, size_t size, const char *name)
+{
+        size_t k = dup_hash(name) & (x->dup_cap - 1);
+
+        while (x->dup_slots[k] && strcmp(named_at(arr, size, x->dup_slots[k] - 1)->name, name) != 0)
+                k = (k + 1) & (x->dup_cap - 1);
+        return k;
+}
+
+/* Room for entry i, kept at most half full; rebuilt from entries 0..i-1. */
+static int dup_reserve(struct ctx *x, const void *arr, size_t size, size_t i)
+{
+        size_t cap = x->dup_arr == arr ? x->dup_cap : 0, j;
+
+        if (cap >= 2 * (i + 1))
+                return 0;
+        cap = cap ? cap * 2 : 64;
+        while (cap < 2 * (i + 1))
+                cap *= 2;
+        free(x->dup_slots);
+        x->dup_slots = calloc(cap, sizeof(*x->dup_slots));
+        x->dup_arr = x->dup_slots ? arr : NULL;
+        x->dup_cap = x->dup_slots ? cap : 0;
+        if (!x->dup_slots)
+                return -ENOMEM;
+        for (j = 0; j < i; j++) {
+                const struct named *o = named_at(arr, size, j);
+                size_t k;
+                if (!o->name)
+                        continue;
+                k = dup_slot(x, arr, size, o->name);
+                if (!x->dup_slots[k])
+                        x->dup_slots[k] = j + 1;
+        }
+        return 0;
+}
+
+/* Entries are checked in order, i = 0, 1, ... of one list at a time. */
 static void check_dup(struct ctx *x, const config_setting_t *g, const char *kind,
                       const void *arr, size_t size, size_t i)
 {
-        const struct named *me = (const void *)((const char *)arr + i * size);
+        const struct named *me = named_at(arr, size, i);
+        size_t k;
 
         if (!me->name)
                 return;
-        for (size_t j = 0; j < i; j++) {
-                const struct named *o = (const void *)((const char *)arr + j * size);
-
-                if (o->name && strcmp(o->name, me->name) == 0) {
-                        fail(x, config_setting_get_member(g, "name"),
-                             "duplicate %s name \"%s\" (first at line %d)", kind, me->name, o->line);
-                        return;
-                }
+        if (dup_reserve(x, arr, size, i) < 0) {
+                oom(x);
+                return;
         }
+        k = dup_slot(x, arr, size, me->name);
+        if (x->dup_slots[k]) {
+                const struct named *o = named_at(arr, size, x->dup_slots[k] - 1);
+                fail(x, config_setting_get_member(g, "name"),
+                     "duplicate %s name \"%s\" (first at line %d)", kind, me->name, o->line);
+                return;
+        }
+        x->dup_slots[k] = i + 1;
 }
 
 static void *alloc_entries(struct ctx *x, int n, size_t size)
@@ -1378,6 +1440,7 @@ int config_load(const char *path, bool check_files, struct config **ret)
 out:
         config_destroy(&cfg);
         config_free(x.c);
+        free(x.dup_slots);
         return r;
 }
 

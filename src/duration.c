@@ -173,6 +173,10 @@ int time_parse_rfc3339(const char *s, int64_t *ret)
         }
         if (!parse_offset(&p, &off) || *p != '\0' || civil_to_time(&t, &v) < 0)
                 return -EINVAL;
+        /* UTC must still be a four-digit year, or it would not format back
+         * (e.g. 9999-12-31T23:00:00-02:00). 253402300799 is 9999-12-31T23:59:59Z. */
+        if (v - off < -62167219200LL || v - off > 253402300799LL)
+                return -ERANGE;
         *ret = v - off;
         return 0;
 }

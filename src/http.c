@@ -6,6 +6,8 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +29,19 @@ struct http_client {
         int64_t deadline_ms;
 };
 
-static uint64_t requests_sent;
+static atomic_uint_fast64_t requests_sent;
 static const volatile int *stop_flag;
+
+/* Per host (scheme://host:port), the monotonic time before which no request
+ * is sent there, shared by every client in the process: set by a 429. */
+#define GATE_HOSTS 32
+struct gate {
+        char host[256];
+        int64_t not_before_ms;
+};
+static struct gate gates[GATE_HOSTS];
+static size_t n_gates;
+static pthread_mutex_t gates_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void http_set_stop_flag(const volatile int *flag)
 {
@@ -48,7 +61,7 @@ static int on_progress(void *p, curl_off_t dlt, curl_off_t dln, curl_off_t ult, 
 
 uint64_t http_request_count(void)
 {
-        return requests_sent;
+        return atomic_load(&requests_sent);
 }
 
 struct http_client *http_client_new(long connect_timeout_ms, long total_timeout_ms)
@@ -104,9 +117,23 @@ void http_response_clear(struct http_response *r)
 
 struct sink {
         struct http_response *resp;
+        const char *method;
         size_t cap;
         bool too_big;
 };
+
+/* Only counts request lines going out; never looks at (or keeps) the
+ * headers and bodies, which hold secrets. */
+static int on_debug(CURL *h, curl_infotype type, char *data, size_t size, void *userdata)
+{
+        struct sink *s = userdata;
+        size_t n = strlen(s->method);
+
+        (void)h;
+        if (type == CURLINFO_HEADER_OUT && size > n && memcmp(data, s->method, n) == 0 && data[n] == ' ')
+                s->resp->sends++;
+        return 0;
+}
 
 /* Grow in doubling steps; the old buffer may hold a token, so wipe it. */
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
@@ -242,7 +269,6 @@ static int set_options(struct http_client *c, const struct http_request *req,
         SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_ms);
         SETOPT(h, CURLOPT_TIMEOUT_MS, c->total_ms);
         SETOPT(h, CURLOPT_ERRORBUFFER, errbuf);
-        SETOPT(h, CURLOPT_VERBOSE, 0L);
         SETOPT(h, CURLOPT_USERAGENT, "patrol/" PACKAGE_VERSION);
         SETOPT(h, CURLOPT_HTTPHEADER, headers);
         SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -252,10 +278,19 @@ static int set_options(struct http_client *c, const struct http_request *req,
         SETOPT(h, CURLOPT_XFERINFOFUNCTION, on_progress);
         SETOPT(h, CURLOPT_NOPROGRESS, 0L);
         SETOPT(h, CURLOPT_CUSTOMREQUEST, req->method);
+        /* Room for every host a rotation talks to (issuer, stores, their
+         * token services), so none is reconnected for want of a slot. */
+        SETOPT(h, CURLOPT_MAXCONNECTS, 16L);
         /* libcurl silently resends a request whose reused connection died
-         * before an answer.  For a call that is not idempotent (token create)
-         * that would perform it twice, so such calls get a fresh connection. */
-        SETOPT(h, CURLOPT_FRESH_CONNECT, req->idempotent ? 0L : 1L);
+         * before an answer.  A call that is not idempotent (token create)
+         * may then have been performed twice: count the sends so the caller
+         * can tell.  (A fresh connection per create would avoid it, but costs
+         * a TLS handshake, most of a rotation's CPU.) */
+        if (!req->idempotent) {
+                SETOPT(h, CURLOPT_DEBUGFUNCTION, on_debug);
+                SETOPT(h, CURLOPT_DEBUGDATA, sink);
+                SETOPT(h, CURLOPT_VERBOSE, 1L);
+        }
         if (strcmp(req->method, "GET") == 0) {
                 SETOPT(h, CURLOPT_HTTPGET, 1L);
         } else if (req->body) {
@@ -308,7 +343,7 @@ static int perform_once(struct http_client *c, const struct http_request *req,
 {
         char curl_err[CURL_ERROR_SIZE] = "";
         struct curl_slist *headers = NULL;
-        struct sink sink = { .resp = resp };
+        struct sink sink = { .resp = resp, .method = req->method };
         CURLcode cc;
         int r;
 
@@ -320,7 +355,7 @@ static int perform_once(struct http_client *c, const struct http_request *req,
                 snprintf(errbuf, errlen, "cannot set up the request");
                 goto out;
         }
-        requests_sent++;
+        atomic_fetch_add(&requests_sent, 1);
         cc = curl_easy_perform(c->easy);
         if (cc != CURLE_OK) {
                 r = errno_from_curl(cc, sink.too_big);
@@ -333,8 +368,12 @@ static int perform_once(struct http_client *c, const struct http_request *req,
         curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &resp->status);
         r = 0;
 out:
-        /* The handle keeps no pointer to our headers past this call. */
+        /* The handle keeps no pointer to our headers or sink past this call
+         * (closing a connection later would call on_debug). */
         curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(c->easy, CURLOPT_VERBOSE, 0L);
+        curl_easy_setopt(c->easy, CURLOPT_DEBUGFUNCTION, NULL);
+        curl_easy_setopt(c->easy, CURLOPT_DEBUGDATA, NULL);
         slist_wipe_free(headers);
         return r;
 }
@@ -377,12 +416,82 @@ static void sleep_ms(int64_t ms)
         }
 }
 
+/* ---- the per-host gate ---- */
+
+/* "https://host:port" of url, the key of its gate. */
+static int host_key(const char *url, char *buf, size_t size)
+{
+        const char *p = strstr(url, "://");
+        size_t n;
+
+        if (!p)
+                return -EINVAL;
+        p += 3;
+        n = (size_t)(p - url) + strcspn(p, "/?#");
+        if (n >= size)
+                return -ENAMETOOLONG;
+        memcpy(buf, url, n);
+        buf[n] = '\0';
+        return 0;
+}
+
+static void gate_hold(const char *url, int64_t ms)
+{
+        int64_t until = now_mono_ms() + ms;
+        struct gate *g = NULL;
+        char host[256];
+        size_t i;
+
+        if (host_key(url, host, sizeof(host)) < 0)
+                return;
+        pthread_mutex_lock(&gates_lock);
+        for (i = 0; i < n_gates && !g; i++)
+                if (strcmp(gates[i].host, host) == 0)
+                        g = &gates[i];
+        if (!g && n_gates < GATE_HOSTS)
+                g = &gates[n_gates++];
+        if (!g) {                                       /* full: reuse the stalest */
+                g = &gates[0];
+                for (i = 1; i < GATE_HOSTS; i++)
+                        if (gates[i].not_before_ms < g->not_before_ms)
+                                g = &gates[i];
+        }
+        if (strcmp(g->host, host) != 0) {
+                snprintf(g->host, sizeof(g->host), "%s", host);
+                g->not_before_ms = 0;
+        }
+        if (until > g->not_before_ms)
+                g->not_before_ms = until;
+        pthread_mutex_unlock(&gates_lock);
+}
+
+/* Wait until url's host may be sent to (no later than deadline_ms, when set). */
+static void gate_wait(const char *url, int64_t deadline_ms)
+{
+        int64_t until = 0, now;
+        char host[256];
+        size_t i;
+
+        if (host_key(url, host, sizeof(host)) < 0)
+                return;
+        pthread_mutex_lock(&gates_lock);
+        for (i = 0; i < n_gates; i++)
+                if (strcmp(gates[i].host, host) == 0)
+                        until = gates[i].not_before_ms;
+        pthread_mutex_unlock(&gates_lock);
+        if (deadline_ms && until > deadline_ms)
+                until = deadline_ms;
+        now = now_mono_ms();
+        if (until > now)
+                sleep_ms(until - now);
+}
+
 int http_do(struct http_client *c, const struct http_request *req,
             struct http_response *resp, char *errbuf, size_t errlen)
 {
         int attempts = req->max_attempts > 0 ? req->max_attempts : DEFAULT_ATTEMPTS;
         char scratch[CURL_ERROR_SIZE];
-        int attempt, r = -EIO;
+        int attempt, sends = 0, r = -EIO;
 
         memset(resp, 0, sizeof(*resp));
         resp->retry_after = -1;
@@ -404,14 +513,21 @@ int http_do(struct http_client *c, const struct http_request *req,
                 }
                 if (attempt > 0)
                         http_response_clear(resp);
+                gate_wait(req->url, c->deadline_ms);
                 r = perform_once(c, req, resp, errbuf, errlen);
+                sends += resp->sends;
+                wait = backoff_ms(attempt, r == 0 ? resp->retry_after : -1);
+                /* The next attempt, ours or another thread's, waits at the gate. */
+                if (r == 0 && resp->status == 429)
+                        gate_hold(req->url, wait);
                 if (attempt + 1 >= attempts || !should_retry(req, r, resp->status))
                         break;
-                wait = backoff_ms(attempt, r == 0 ? resp->retry_after : -1);
                 if (c->deadline_ms && now_mono_ms() + wait > c->deadline_ms)
                         break;
-                sleep_ms(wait);
+                if (!(r == 0 && resp->status == 429))
+                        sleep_ms(wait);
         }
+        resp->sends = sends;
         return r;
 }
 

@@ -28,6 +28,9 @@ struct http_response {
         int64_t retry_after;            /* seconds, -1 when absent */
         char *www_authenticate;         /* NULL when absent */
         char *content_type;
+        int sends;                      /* not idempotent: times it went on the wire, over all
+                                         * attempts; 2+ when libcurl resent it after a reused
+                                         * connection closed, so it may have been performed twice */
 };
 
 /* Timeouts in milliseconds; 0 picks the default (connect 10 s, total 30 s). */
@@ -56,6 +59,10 @@ char *http_escape(const char *s);
  * are aborted (-ECANCELED) and no retry is started, so SIGTERM is obeyed
  * within a second even in the middle of a slow call. */
 void http_set_stop_flag(const volatile int *flag);
+
+/* A 429 from a host holds back every request to that host, from every
+ * thread, until its Retry-After (or backoff) has passed: the whole pool
+ * slows down instead of each worker hammering on its own. */
 
 /* Total requests sent (for the benchmark and tests). */
 uint64_t http_request_count(void);

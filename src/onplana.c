@@ -30,6 +30,7 @@ struct onplana {
         const struct cfg_onplana *cfg;
         struct http_client *http;
         struct session *sessions;
+        int sends;              /* summed over calls: see http_response.sends */
 };
 
 struct onplana *onplana_new(const struct cfg_onplana *cfg, struct http_client *http)
@@ -114,6 +115,7 @@ static int call(struct onplana *o, const char *what, const struct http_request *
         int r;
 
         r = http_do(o->http, req, &resp, detail, sizeof(detail));
+        o->sends += resp.sends;
         if (r < 0) {
                 r = transport_error(what, r, detail, err, errlen);
                 goto out;
@@ -384,6 +386,24 @@ static char *create_body(const struct cfg_account *a, const char *name, char *co
         return out;
 }
 
+/* libcurl sent the create twice (a reused connection closed before the
+ * answer), so the first copy may have made a token too.  Tokens of this
+ * unique name other than the one answered are revoked; when that cannot be
+ * done the create fails, and the caller finds them all by name. */
+static int drop_duplicates(struct onplana *o, const struct cfg_account *acct, const char *name,
+                           const char *keep, char *err, size_t errlen)
+{
+        struct onplana_token **v = NULL;
+        size_t n = 0, i;
+        int r = onplana_list(o, acct, name, &v, &n, err, errlen);
+
+        for (i = 0; r == 0 && i < n; i++)
+                if (strcmp(v[i]->id, keep) != 0 && !v[i]->revoked_at)
+                        r = onplana_revoke(o, acct, v[i]->id, err, errlen);
+        onplana_tokens_free(v, n);
+        return r;
+}
+
 int onplana_create(struct onplana *o, const struct cfg_account *acct, const char *name,
                    char *const *scopes, size_t n_scopes, char *const *projects, size_t n_projects,
                    int64_t expires_at, struct onplana_token **ret, char *err, size_t errlen)
@@ -403,6 +423,7 @@ int onplana_create(struct onplana *o, const struct cfg_account *acct, const char
         req.url = url;
         req.body = body;
         req.body_len = strlen(body);
+        o->sends = 0;
         r = session_call(o, acct, "create token", &req, 201, &j, err, errlen);
         if (r < 0)
                 goto out;
@@ -415,6 +436,11 @@ int onplana_create(struct onplana *o, const struct cfg_account *acct, const char
         }
         t->token = secret_dup(tok);
         explicit_bzero((char *)tok, strlen(tok));
+        if (o->sends > 1) {
+                r = drop_duplicates(o, acct, name, t->id, err, errlen);
+                if (r < 0)
+                        goto out;
+        }
         *ret = t;
         t = NULL;
 out:

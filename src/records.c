@@ -1,8 +1,10 @@
 /* records.c: durable records.  state.json is a snapshot; state.journal holds
  * one line per recorded step (the whole entry of one integration), so that
  * recording a step costs one small append + fsync however many integrations
- * there are.  Loading replays the journal over the snapshot; a torn last
- * line (crash mid-write) is ignored.  Files are 0600 under umask 077. */
+ * there are, and steps recorded at the same time share one fsync (group
+ * commit).  Loading replays the journal over the snapshot; a torn last line
+ * (crash mid-write) is ignored.  Entries are found through a hash index.
+ * Files are 0600 under umask 077. */
 #include "records.h"
 
 #include <errno.h>
@@ -22,15 +24,35 @@
 /* Fold the journal into the snapshot after this many lines. */
 #define JOURNAL_COMPACT_LINES 4096
 
+/* Group commit: a thread that records a line waits until a flush has made
+ * it durable.  Whoever finds no flush running writes everything queued so
+ * far with one write() and one fsync, so concurrent steps share a sync. */
+struct commit_waiter {
+        struct commit_waiter *next;
+        int rc;
+        bool done;
+};
+
+struct appender {
+        int fd;                 /* the journal: kept open; audit.jsonl: -1, opened per flush */
+        const char *file;
+        char *buf;              /* lines queued, not yet written */
+        size_t len, cap;
+        struct commit_waiter *head, **tail;
+        bool flushing;
+};
+
 struct records {
         pthread_mutex_t lock;   /* rotations run in parallel threads */
+        pthread_cond_t flushed; /* a flush finished */
         char *dir;
         bool readonly;
         int lock_fd;
-        int journal_fd;
+        struct appender journal, audit;
         size_t journal_lines;
         struct rec_integration **v;
         size_t n, cap;
+        struct rec_integration **index;         /* open addressing by name, 2 * cap slots */
 };
 
 static const char *const step_names[_STEP_MAX] = {
@@ -230,14 +252,51 @@ static int entry_from_json(struct json_object *o, struct rec_integration *ri)
 
 /* ---- the entry table ---- */
 
+static size_t name_hash(const char *s)
+{
+        size_t h = 14695981039346656037ULL;     /* FNV-1a */
+
+        while (*s)
+                h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+        return h;
+}
+
+/* The slot holding name, or the empty one where it would go. */
+static size_t index_slot(struct rec_integration *const *index, size_t slots, const char *name)
+{
+        size_t i = name_hash(name) & (slots - 1);
+
+        while (index[i] && strcmp(index[i]->name, name) != 0)
+                i = (i + 1) & (slots - 1);
+        return i;
+}
+
+/* cap is a power of two: the index has twice as many slots, never over half full. */
+static int grow(struct records *r)
+{
+        size_t cap = r->cap ? r->cap * 2 : 16, i;
+        struct rec_integration **nv = realloc(r->v, cap * sizeof(*nv));
+        struct rec_integration **ni;
+
+        if (!nv)
+                return -ENOMEM;
+        r->v = nv;
+        ni = calloc(2 * cap, sizeof(*ni));
+        if (!ni)
+                return -ENOMEM;
+        for (i = 0; i < r->n; i++)
+                ni[index_slot(ni, 2 * cap, r->v[i]->name)] = r->v[i];
+        free(r->index);
+        r->index = ni;
+        r->cap = cap;
+        return 0;
+}
+
 struct rec_integration *records_find(struct records *r, const char *name)
 {
-        size_t i;
-
-        for (i = 0; i < r->n; i++)
-                if (strcmp(r->v[i]->name, name) == 0)
-                        return r->v[i];
-        return NULL;
+        if (!r->index)
+                return NULL;
+        return r->index[index_slot(r->index, 2 * r->cap, name)];
 }
 
 struct rec_integration *records_get(struct records *r, const char *name)
@@ -246,20 +305,15 @@ struct rec_integration *records_get(struct records *r, const char *name)
 
         if (ri)
                 return ri;
-        if (r->n == r->cap) {
-                size_t cap = r->cap ? r->cap * 2 : 16;
-                struct rec_integration **nv = realloc(r->v, cap * sizeof(*nv));
-                if (!nv)
-                        return NULL;
-                r->v = nv;
-                r->cap = cap;
-        }
+        if (r->n == r->cap && grow(r) < 0)
+                return NULL;
         ri = calloc(1, sizeof(*ri));
         if (!ri || !(ri->name = strdup(name))) {
                 free(ri);
                 return NULL;
         }
         r->v[r->n++] = ri;
+        r->index[index_slot(r->index, 2 * r->cap, name)] = ri;
         return ri;
 }
 
@@ -431,10 +485,34 @@ void crash_point(const char *name);
 #define crash_point(name) ((void)0)
 #endif
 
+/* state.json, written one entry at a time (no tree of every entry in
+ * memory), in the shape load_snapshot reads. */
+static int write_snapshot(const struct records *r, FILE *f)
+{
+        const int flags = JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE;
+        size_t i;
+
+        fputs("{\n  \"version\": 1,\n  \"integrations\": {", f);
+        for (i = 0; i < r->n; i++) {
+                struct json_object *name = json_object_new_string(r->v[i]->name);
+                struct json_object *e = entry_to_json(r->v[i]);
+                if (name && e)
+                        fprintf(f, "%s\n    %s: %s", i ? "," : "", json_object_to_json_string_ext(name, flags),
+                                json_object_to_json_string_ext(e, flags));
+                json_object_put(name);
+                json_object_put(e);
+                if (!name || !e)
+                        return -ENOMEM;
+        }
+        fputs("\n  }\n}\n", f);
+        return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
+}
+
 /* temporary file, write, fsync, rename, fsync the folder. */
-static int write_atomic(const struct records *r, const char *file, const char *data, size_t len)
+static int write_atomic(const struct records *r, const char *file)
 {
         char *path = path_in(r, file), *tmp = path_in(r, "state.json.tmp");
+        FILE *f = NULL;
         int fd = -1, rc;
 
         if (!path || !tmp) {
@@ -442,11 +520,11 @@ static int write_atomic(const struct records *r, const char *file, const char *d
                 goto out;
         }
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0) {
+        if (fd < 0 || !(f = fdopen(fd, "w"))) {
                 rc = -errno;
                 goto out;
         }
-        rc = write_all(fd, data, len);
+        rc = write_snapshot(r, f);
         if (rc == 0 && fsync(fd) < 0)
                 rc = -errno;
         if (rc < 0)
@@ -458,82 +536,160 @@ static int write_atomic(const struct records *r, const char *file, const char *d
         }
         rc = fsync_dir(r->dir);
 out:
-        if (fd >= 0)
+        if (f)
+                fclose(f);
+        else if (fd >= 0)
                 close(fd);
         free(path);
         free(tmp);
         return rc;
 }
 
+/* ---- group commit ---- */
+
+static int append_line(struct appender *a, const char *line, size_t len)
+{
+        if (a->len + len + 1 > a->cap) {
+                size_t cap = a->cap ? a->cap : 4096;
+                char *nb;
+                while (cap < a->len + len + 1)
+                        cap *= 2;
+                nb = realloc(a->buf, cap);
+                if (!nb)
+                        return -ENOMEM;
+                a->buf = nb;
+                a->cap = cap;
+        }
+        memcpy(a->buf + a->len, line, len);
+        a->buf[a->len + len] = '\n';
+        a->len += len + 1;
+        return 0;
+}
+
+/* One write() of whole lines: O_APPEND keeps them whole, and a crash leaves
+ * at most a torn last line, which no caller was told was durable. */
+static int write_synced(const struct records *r, const struct appender *a, const char *buf, size_t len)
+{
+        char *path = NULL;
+        int fd = a->fd, rc;
+
+        if (fd < 0) {
+                path = path_in(r, a->file);
+                if (!path)
+                        return -ENOMEM;
+                fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+                free(path);
+                if (fd < 0)
+                        return -errno;
+        }
+        rc = write_all(fd, buf, len);
+        if (rc == 0 && (a->fd >= 0 ? fdatasync(fd) : fsync(fd)) < 0)
+                rc = -errno;
+        if (fd != a->fd)
+                close(fd);
+        return rc;
+}
+
+/* Write and sync everything queued, outside the lock so that other threads
+ * queue the next batch meanwhile.  Called and returns with r->lock held. */
+static void flush(struct records *r, struct appender *a)
+{
+        struct commit_waiter *w = a->head, *next;
+        char *buf = a->buf;
+        size_t len = a->len;
+        int rc;
+
+        a->buf = NULL;
+        a->len = a->cap = 0;
+        a->head = NULL;
+        a->tail = &a->head;
+        a->flushing = true;
+        pthread_mutex_unlock(&r->lock);
+        rc = write_synced(r, a, buf, len);
+        free(buf);
+        pthread_mutex_lock(&r->lock);
+        for (; w; w = next) {
+                next = w->next;
+                w->rc = rc;
+                w->done = true;
+        }
+        a->flushing = false;
+        pthread_cond_broadcast(&r->flushed);
+}
+
+/* Queue one line and return once it is durable (r->lock held). */
+static int commit(struct records *r, struct appender *a, const char *line, size_t len)
+{
+        struct commit_waiter *w = calloc(1, sizeof(*w));
+        int rc;
+
+        if (!w || append_line(a, line, len) < 0) {
+                free(w);
+                return -ENOMEM;
+        }
+        *a->tail = w;
+        a->tail = &w->next;
+        while (!w->done) {
+                if (a->flushing)
+                        pthread_cond_wait(&r->flushed, &r->lock);
+                else
+                        flush(r, a);
+        }
+        rc = w->rc;
+        free(w);
+        return rc;
+}
+
+/* ---- snapshot, journal, audit ---- */
+
 static int compact_locked(struct records *r)
 {
-        struct json_object *root, *ints;
-        const char *s;
-        size_t i;
         int rc;
 
         if (r->readonly)
                 return -EROFS;
-        root = json_object_new_object();
-        ints = json_object_new_object();
-        json_object_object_add(root, "version", json_object_new_int(1));
-        json_object_object_add(root, "integrations", ints);
-        for (i = 0; i < r->n; i++)
-                json_object_object_add(ints, r->v[i]->name, entry_to_json(r->v[i]));
-        s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-        rc = write_atomic(r, "state.json", s, strlen(s));
-        json_object_put(root);
+        while (r->journal.flushing || r->journal.head) {
+                if (r->journal.flushing)
+                        pthread_cond_wait(&r->flushed, &r->lock);
+                else
+                        flush(r, &r->journal);
+        }
+        rc = write_atomic(r, "state.json");
         if (rc < 0)
                 return rc;
         /* The snapshot now holds everything the journal did; replaying the
          * journal again after a crash here would be harmless (whole entries). */
-        if (ftruncate(r->journal_fd, 0) < 0 || fsync(r->journal_fd) < 0)
+        if (ftruncate(r->journal.fd, 0) < 0 || fsync(r->journal.fd) < 0)
                 return -errno;
         r->journal_lines = 0;
         return 0;
 }
 
-static int save_locked(struct records *r, const struct rec_integration *ri)
+/* json-c's text of o, copied (o is released either way). */
+static char *dump_line(struct json_object *o, size_t *ret_len)
 {
-        struct json_object *line;
-        const char *s;
-        char *buf;
-        size_t len;
-        int rc;
+        const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        char *line = s ? strdup(s) : NULL;
 
-        if (r->readonly)
-                return -EROFS;
-        line = json_object_new_object();
-        json_object_object_add(line, "integration", json_object_new_string(ri->name));
-        json_object_object_add(line, "entry", entry_to_json(ri));
-        s = json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        len = strlen(s);
-        buf = malloc(len + 1);
-        if (!buf) {
-                json_object_put(line);
-                return -ENOMEM;
-        }
-        memcpy(buf, s, len);
-        buf[len] = '\n';
-        json_object_put(line);
-        /* One write() of a whole line: O_APPEND keeps lines whole between
-         * writers, and a crash leaves at most a torn last line. */
-        rc = write_all(r->journal_fd, buf, len + 1);
-        free(buf);
-        if (rc == 0 && fdatasync(r->journal_fd) < 0)
-                rc = -errno;
-        if (rc == 0 && ++r->journal_lines >= JOURNAL_COMPACT_LINES)
-                rc = compact_locked(r);
-        return rc;
+        if (line)
+                *ret_len = strlen(line);
+        json_object_put(o);
+        return line;
 }
 
-static int audit_locked(struct records *r, const struct audit_event *ev)
+static char *journal_line(const struct rec_integration *ri, size_t *ret_len)
+{
+        struct json_object *line = json_object_new_object();
+
+        json_object_object_add(line, "integration", json_object_new_string(ri->name));
+        json_object_object_add(line, "entry", entry_to_json(ri));
+        return dump_line(line, ret_len);
+}
+
+static char *audit_line(const struct audit_event *ev, size_t *ret_len)
 {
         struct json_object *o = json_object_new_object();
-        char now[32], *path = path_in(r, "audit.jsonl"), *buf = NULL;
-        const char *s;
-        size_t len;
-        int fd = -1, rc;
+        char now[32];
 
         time_format_rfc3339(now_wall(), now, sizeof(now));
         add_str(o, "time", now);
@@ -546,28 +702,7 @@ static int audit_locked(struct records *r, const struct audit_event *ev)
         json_object_object_add(o, "version", ev->version ? json_object_new_string(ev->version) : NULL);
         if (ev->error)
                 add_str(o, "error", ev->error);
-        s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        len = strlen(s);
-        rc = -ENOMEM;
-        if (!path || !(buf = malloc(len + 1)))
-                goto out;
-        memcpy(buf, s, len);
-        buf[len] = '\n';
-        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0) {
-                rc = -errno;
-                goto out;
-        }
-        rc = write_all(fd, buf, len + 1);
-        if (rc == 0 && fsync(fd) < 0)
-                rc = -errno;
-out:
-        if (fd >= 0)
-                close(fd);
-        json_object_put(o);
-        free(buf);
-        free(path);
-        return rc;
+        return dump_line(o, ret_len);
 }
 
 int records_compact(struct records *r)
@@ -580,23 +715,44 @@ int records_compact(struct records *r)
         return rc;
 }
 
+int records_compact_if_due(struct records *r)
+{
+        return r->journal_lines >= JOURNAL_COMPACT_LINES ? records_compact(r) : 0;
+}
+
+/* The caller owns ri, so its line is built outside the lock. */
 int records_save(struct records *r, const struct rec_integration *ri)
 {
+        size_t len = 0;
+        char *line;
         int rc;
 
+        if (r->readonly)
+                return -EROFS;
+        line = journal_line(ri, &len);
+        if (!line)
+                return -ENOMEM;
         pthread_mutex_lock(&r->lock);
-        rc = save_locked(r, ri);
+        rc = commit(r, &r->journal, line, len);
+        if (rc == 0)
+                r->journal_lines++;
         pthread_mutex_unlock(&r->lock);
+        free(line);
         return rc;
 }
 
 int records_audit(struct records *r, const struct audit_event *ev)
 {
+        size_t len = 0;
+        char *line = audit_line(ev, &len);
         int rc;
 
+        if (!line)
+                return -ENOMEM;
         pthread_mutex_lock(&r->lock);
-        rc = audit_locked(r, ev);
+        rc = commit(r, &r->audit, line, len);
         pthread_mutex_unlock(&r->lock);
+        free(line);
         return rc;
 }
 
@@ -655,8 +811,8 @@ static int open_journal(struct records *r, char *err, size_t errlen)
 
         if (!path)
                 return -ENOMEM;
-        r->journal_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (r->journal_fd < 0) {
+        r->journal.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (r->journal.fd < 0) {
                 int rc = -errno;
                 snprintf(err, errlen, "%s: %s", path, strerror(errno));
                 free(path);
@@ -676,8 +832,13 @@ int records_open(const char *state_dir, bool readonly, struct records **ret, cha
                 return -ENOMEM;
         }
         pthread_mutex_init(&r->lock, NULL);
+        pthread_cond_init(&r->flushed, NULL);
         r->readonly = readonly;
-        r->lock_fd = r->journal_fd = -1;
+        r->lock_fd = r->journal.fd = r->audit.fd = -1;
+        r->journal.file = "state.journal";
+        r->audit.file = "audit.jsonl";
+        r->journal.tail = &r->journal.head;
+        r->audit.tail = &r->audit.head;
         rc = prepare_dir(state_dir, readonly, err, errlen);
         if (rc == 0 && !readonly)
                 rc = take_lock(r, err, errlen);
@@ -710,16 +871,18 @@ struct records *records_close(struct records *r)
 
         if (!r)
                 return NULL;
-        if (!r->readonly && r->journal_fd >= 0 && r->journal_lines > 0)
-                (void)compact_locked(r);
+        if (!r->readonly && r->journal.fd >= 0 && r->journal_lines > 0)
+                (void)records_compact(r);
         for (i = 0; i < r->n; i++)
                 rec_free(r->v[i]);
         free(r->v);
-        if (r->journal_fd >= 0)
-                close(r->journal_fd);
+        if (r->journal.fd >= 0)
+                close(r->journal.fd);
         if (r->lock_fd >= 0)
                 close(r->lock_fd);
         free(r->dir);
+        free(r->index);
+        pthread_cond_destroy(&r->flushed);
         pthread_mutex_destroy(&r->lock);
         free(r);
         return NULL;

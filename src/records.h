@@ -75,11 +75,17 @@ struct rec_integration *records_find(struct records *r, const char *name);
 size_t records_count(const struct records *r);
 struct rec_integration *records_at(struct records *r, size_t i);
 
-/* Make one integration's entry durable (a journal line + fsync). */
+/* Make one integration's entry durable (a journal line + fsync, shared with
+ * the threads saving at the same time).  Only the thread rotating ri may
+ * change it; the table itself must not grow while rotations run. */
 int records_save(struct records *r, const struct rec_integration *ri);
-/* Rewrite the snapshot atomically and empty the journal. */
+/* Rewrite the snapshot atomically and empty the journal.  It reads every
+ * entry: call it only while no rotation runs (at open, close, between the
+ * daemon's batches). */
 int records_compact(struct records *r);
-/* Append one line to audit.jsonl and fsync it. */
+/* records_compact once the journal has grown long enough to be worth it. */
+int records_compact_if_due(struct records *r);
+/* Append one line to audit.jsonl and fsync it (shared like records_save). */
 int records_audit(struct records *r, const struct audit_event *ev);
 
 /* Clear the in-flight part of an entry (back to STEP_IDLE). */

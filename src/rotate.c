@@ -441,7 +441,10 @@ static int step_promote(struct flight *f)
         char err[512];
         int r;
 
-        r = f->sh->ops->promote(f->sh->st, f->in, f->ri->new_version, f->ri->old_version, err, sizeof(err));
+        struct store_new v;
+
+        fill_new(f, &v, now_wall());
+        r = f->sh->ops->promote(f->sh->st, f->in, &v, f->ri->new_version, f->ri->old_version, err, sizeof(err));
         if (r < 0) {
                 fail(f, OUTCOME_INCOMPLETE, "%s (the rotation is finished at the next attempt)", err);
                 f->res->transient = true;
@@ -476,6 +479,18 @@ static int step_retire(struct flight *f, int64_t now)
 
         if (!old || (f->ri->new_token_id && strcmp(old, f->ri->new_token_id) == 0))
                 return 0;
+        /* One revocation can be pending; an earlier one still waiting is
+         * for a token older than `old`, so its grace is over: revoke it now.
+         * If that fails, the rotation stays at this step so neither is lost. */
+        if (f->ri->revoke_token_id && strcmp(f->ri->revoke_token_id, old) != 0) {
+                if (onplana_revoke(f->ctx->onp, f->in->account, f->ri->revoke_token_id, err, sizeof(err)) < 0) {
+                        fail(f, OUTCOME_INCOMPLETE, "%s; the old tokens' revocations are retried later", err);
+                        f->res->transient = true;
+                        return -EBUSY;
+                }
+                audit(f, "revoked", f->ri->revoke_token_id, NULL, NULL, NULL);
+                rec_set(&f->ri->revoke_token_id, NULL);
+        }
         if (f->in->policy.revoke_after > 0) {
                 rec_set(&f->ri->revoke_token_id, old);
                 f->ri->revoke_due = now + f->in->policy.revoke_after;
@@ -495,8 +510,13 @@ static void finish(struct flight *f, int64_t now)
 {
         struct rec_integration *ri = f->ri;
         struct rotate_result *res = f->res;
-        bool retired = step_retire(f, now) == 0;
+        int r = step_retire(f, now);
+        bool retired = r == 0;
 
+        if (r == -EBUSY) {
+                (void)save(f, "hooked");
+                return;
+        }
         copy_id(res->old_token_id, sizeof(res->old_token_id), ri->old_token_id);
         copy_id(res->new_token_id, sizeof(res->new_token_id), ri->token_id);
         copy_id(res->version, sizeof(res->version), ri->version);
@@ -509,10 +529,12 @@ static void finish(struct flight *f, int64_t now)
         rec_set(&ri->last_error, retired ? NULL : res->error);
         ri->next_rotation = ri->expires_at - f->in->policy.renew_before + schedule_splay(f->in);
         rec_clear_flight(ri);
-        if (save(f, "finished") < 0)
-                return;
+        /* The audit line first: a crash between the two repeats the line at
+         * recovery rather than losing it. */
         audit(f, "rotated", res->old_token_id[0] ? res->old_token_id : NULL, res->new_token_id,
               res->version, retired ? NULL : res->error);
+        if (save(f, "finished") < 0)
+                return;
         {
                 char exp[32];
                 time_format_rfc3339(res->expires_at, exp, sizeof(exp));
@@ -700,7 +722,9 @@ static int reload_token(struct flight *f)
         int r;
 
         r = f->sh->ops->read_back(f->sh->st, f->in, f->ri->new_version, &got, err, sizeof(err));
-        if (r == 0 && (!got.token_id || strcmp(got.token_id, f->ri->new_token_id) != 0 || !got.token))
+        /* Raw-format metadata may not describe this version yet (AWS tags
+         * are written at promotion): then /me, next, says whose token it is. */
+        if (r == 0 && (!got.token || (got.token_id && strcmp(got.token_id, f->ri->new_token_id) != 0)))
                 r = -ESTALE;
         if (r < 0) {
                 fail(f, OUTCOME_INCOMPLETE, "recover: %s", r == -ESTALE ? "the store no longer holds the new token" : err);
@@ -771,22 +795,23 @@ static void recover_flight(struct flight *f, int64_t now)
         }
 }
 
-static void revoke_due(struct flight *f, int64_t now)
+static int revoke_due(struct flight *f, int64_t now)
 {
         struct rec_integration *ri = f->ri;
         char err[512];
 
         if (!ri->revoke_token_id || ri->revoke_due > now)
-                return;
+                return 0;
         if (onplana_revoke(f->ctx->onp, f->in->account, ri->revoke_token_id, err, sizeof(err)) < 0) {
                 log_error(f->in->name, "revocation of %s still due: %s", ri->revoke_token_id, err);
-                return;
+                fail_cleanup(f, "the old token's revocation is still due", err);
+                return -EAGAIN;
         }
         log_event(LOG_NOTICE, LOG_EV_REVOKED, f->in->name, "revoked old token %s", ri->revoke_token_id);
         audit(f, "revoked", ri->revoke_token_id, NULL, NULL, NULL);
         rec_set(&ri->revoke_token_id, NULL);
         ri->revoke_due = 0;
-        (void)save(f, "revoked");
+        return save(f, "revoked");
 }
 
 static void result_init(struct rotate_result *res)
@@ -842,7 +867,7 @@ void rotate_recover(struct rotate_ctx *ctx, const struct cfg_integration *in, st
         if (flight_init(&f, ctx, in, res) == 0) {
                 if (f.ri->step != STEP_IDLE)
                         recover_flight(&f, now);
-                revoke_due(&f, now);
+                (void)revoke_due(&f, now);
         }
         record_failure(&f, now);
         f.token = secret_free(f.token);
@@ -869,8 +894,10 @@ void rotate_integration(struct rotate_ctx *ctx, const struct cfg_integration *in
                 if (res->outcome != OUTCOME_NOTHING || f.ri->step != STEP_IDLE)
                         goto out;
         }
-        if (!is_dry_run)
-                revoke_due(&f, now);
+        /* No new token while an old one's revocation is due and failing:
+         * that would leave three tokens alive. */
+        if (!is_dry_run && revoke_due(&f, now) < 0)
+                goto out;
         begin(&f, is_dry_run, now);
 out:
         if (!is_dry_run)

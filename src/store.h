@@ -58,10 +58,12 @@ struct store_ops {
         /* Read exactly `version` back. */
         int (*read_back)(void *s, const struct cfg_integration *in, const char *version,
                          struct store_value *ret, char *err, size_t errlen);
-        /* Make `version` the one consumers read (AWS: move AWSCURRENT).
-         * A no-op for stores that cannot stage. */
-        int (*promote)(void *s, const struct cfg_integration *in, const char *version,
-                       const char *prev_version, char *err, size_t errlen);
+        /* Make `version` the one consumers read (AWS: move AWSCURRENT, then
+         * the raw-format tags, which describe what consumers read).  v
+         * describes the new token (v->token may be NULL here).  Safe to
+         * repeat.  A no-op for stores that cannot stage. */
+        int (*promote)(void *s, const struct cfg_integration *in, const struct store_new *v,
+                       const char *version, const char *prev_version, char *err, size_t errlen);
         /* Whether write() is visible to consumers before promote(). */
         bool stages;
 };

@@ -705,10 +705,10 @@ static int sm_write(void *p, const struct cfg_integration *in, const struct stor
                         in->secret, REQUEST_ID_MIN, REQUEST_ID_MAX);
                 return -EINVAL;
         }
+        /* Raw-format tags are written at promotion: until then consumers
+         * read the old value, which the tags go on describing. */
         if ((r = ensure_secret(s, &c, in, prev, err, errlen)) < 0 ||
             (r = put_value(s, &c, in, v, &version, err, errlen)) < 0)
-                goto out;
-        if (in->format == FORMAT_RAW && (r = tag_raw(s, &c, v, version, err, errlen)) < 0)
                 goto out;
         *ret_version = version;
         version = NULL;
@@ -796,8 +796,8 @@ out:
         return r;
 }
 
-static int sm_promote(void *p, const struct cfg_integration *in, const char *version,
-                      const char *prev_version, char *err, size_t errlen)
+static int sm_promote(void *p, const struct cfg_integration *in, const struct store_new *v,
+                      const char *version, const char *prev_version, char *err, size_t errlen)
 {
         struct aws_sm *s = p;
         struct call c = { .op = "promote", .name = in->secret };
@@ -815,6 +815,8 @@ static int sm_promote(void *p, const struct cfg_integration *in, const char *ver
         if (r == -EIO || r == -EAGAIN)
                 if (promote_pass(s, &c, version, prev_version, scratch, sizeof(scratch)) == 0)
                         r = 0;
+        if (r == 0 && in->format == FORMAT_RAW)
+                r = tag_raw(s, &c, v, version, err, errlen);
         return r;
 }
 

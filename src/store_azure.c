@@ -678,10 +678,10 @@ static int az_read_back(void *s, const struct cfg_integration *in, const char *v
 }
 
 /* Key Vault cannot stage a version: what write() stored is already current. */
-static int az_promote(void *s, const struct cfg_integration *in, const char *version,
-                      const char *prev_version, char *err, size_t errlen)
+static int az_promote(void *s, const struct cfg_integration *in, const struct store_new *v,
+                      const char *version, const char *prev_version, char *err, size_t errlen)
 {
-        (void)s, (void)in, (void)version, (void)prev_version, (void)err, (void)errlen;
+        (void)s, (void)in, (void)v, (void)version, (void)prev_version, (void)err, (void)errlen;
         return 0;
 }
 

@@ -1312,10 +1312,10 @@ static int vault_read_back(void *s, const struct cfg_integration *in, const char
 }
 
 /* Vault cannot stage a version: what write() stored is already current. */
-static int vault_promote(void *s, const struct cfg_integration *in, const char *version,
-                         const char *prev_version, char *err, size_t errlen)
+static int vault_promote(void *s, const struct cfg_integration *in, const struct store_new *v,
+                         const char *version, const char *prev_version, char *err, size_t errlen)
 {
-        (void)s, (void)in, (void)version, (void)prev_version, (void)err, (void)errlen;
+        (void)s, (void)in, (void)v, (void)version, (void)prev_version, (void)err, (void)errlen;
         return 0;
 }
 

@@ -1,5 +1,6 @@
 """Many integrations in one --rotate-now: concurrency up to max_parallel, a 429
-storm, and max_parallel = 1 behaving as before."""
+storm, max_parallel = 1 behaving as before, a 429 holding back the whole pool,
+and a create that libcurl resent over a new connection."""
 import pytest
 
 from test_rotate_vault import Setup
@@ -68,4 +69,44 @@ def test_a_429_storm_slows_the_pool_and_still_finishes(env, vault, no_leaks):
     check_all_rotated(env, ns)
     throttled = [e for e in env.onplana.log() if e["status"] == 429]
     assert len(throttled) == 10
+    no_leaks(secrets=env.secrets())
+
+
+def test_a_429_holds_back_every_worker_until_retry_after(env, no_leaks):
+    """A 429 from Onplana slows the whole pool: once patrol has seen it, no worker
+    sends to Onplana again until Retry-After has passed."""
+    ns = names(6)
+    env.configure([env.integration(n) for n in ns], max_parallel=6)
+    env.onplana.faults({"method": "POST", "path": "/api/v1/tokens", "action": "retry_after",
+                        "status": 429, "retry_after": 2, "times": 1})
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 0, r
+    check_all_rotated(env, ns)
+    log = env.onplana.log()
+    t429 = next(e["time"] for e in log if e["status"] == 429)
+    early = [e for e in log if t429 + 0.5 < e["time"] < t429 + 1.5]
+    assert early == [], early
+    no_leaks(secrets=env.secrets())
+
+
+def test_a_create_resent_by_libcurl_leaves_no_duplicate(env, no_leaks):
+    """The create's connection is reused and closes after the token was made but
+    before the answer: libcurl sends the create again by itself.  patrol notices,
+    finds the twin by its unique name and revokes it, and the rotation goes on."""
+    env.configure([env.integration("int-000")])
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 0, r
+    first = check_all_rotated(env, ["int-000"])
+    env.onplana.clear_log()
+    env.onplana.faults({"method": "POST", "path": "/api/v1/tokens", "action": "lose_response",
+                        "times": 1})
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 0, r
+    check_all_rotated(env, ["int-000"], previous=first)
+    creates = env.onplana.requests_to("POST", "/api/v1/tokens")
+    assert len(creates) == 2 and creates[0]["fault"] == "lose_response", creates
+    made = [t for t in env.onplana.tokens(account="cli_wh") if t["name"] != "" and t["id"] != first["int-000"]]
+    assert len(made) == 2 and made[0]["name"] == made[1]["name"], made
+    assert sorted(t["state"] for t in made) == ["active", "revoked"]
+    assert any(e["path"] == "/api/v1/tokens" and "name=" in e["query"] for e in env.onplana.log())
     no_leaks(secrets=env.secrets())

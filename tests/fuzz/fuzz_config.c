@@ -1,17 +1,11 @@
 /* fuzz_config.c: config_load() over arbitrary configuration text (written to a
  * temporary file, since libconfig reads files).  Credential files are not
  * checked (check_files = false): the parser and every validation rule are. */
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "config.h"
-#include "log.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -24,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!ready) {
                 if (!mkdtemp(dir))
                         abort();
-                log_init_quiet();
+                fuzz_quiet();
                 ready = 1;
         }
         snprintf(path, sizeof(path), "%s/patrol.conf", dir);

@@ -16,8 +16,8 @@
  *                revoked, the records agree with the store, nothing pending)
  *   plus assert()s in the code paths and no invalid end states (safety run).
  *
- * Code switches, each reproducing how src/rotate.c behaves today where it
- * differs from the design (run-spin.sh reports them as TODO until fixed):
+ * Three places where src/rotate.c once differed from this design were found
+ * by this model and fixed in the code (kept here as history):
  *   CODE_UNREADABLE_STORE_IS_EMPTY  rotate.c store_holds_new(): a failed read of
  *       the store counts as "the store does not hold the new token", so a store
  *       write whose answer was lost is undone (the new token revoked) although
@@ -138,9 +138,7 @@ inline undo_by_name() {
         remote(ok);                                     /* GET /api/v1/tokens?name= */
         if
         :: !ok ->
-#ifndef CODE_UNDO_FAILURE_IS_NOTHING
                 reported = true;
-#endif
                 goto run_end
         :: else -> skip
         fi;
@@ -148,9 +146,7 @@ inline undo_by_name() {
         :: tok[r_name] == ACTIVE -> revoke(r_name);
                 if
                 :: !ok ->
-#ifndef CODE_UNDO_FAILURE_IS_NOTHING
                         reported = true;
-#endif
                         goto run_end
                 :: else -> skip
                 fi
@@ -164,11 +160,7 @@ inline undo_by_name() {
 inline store_holds_new() {
         if
         :: faulty ->                                    /* the read fails */
-#ifdef CODE_UNREADABLE_STORE_IS_EMPTY
-                ok = false
-#else
                 reported = true; goto run_end          /* unknown: keep the flight */
-#endif
         :: true -> ok = (store == r_name)
         fi
 }
@@ -251,9 +243,7 @@ inline advance() {
                         revoke(r_old);
                         if
                         :: !ok ->
-#ifndef CODE_ROTATE_WITH_REVOCATION_DUE
                                 check(r_revoke == NOTOK || r_revoke == r_old);
-#endif
                                 r_revoke = r_old; reported = true
                         :: else -> skip
                         fi
@@ -272,9 +262,7 @@ inline revoke_due() {
                 if
                 :: ok -> r_revoke = NOTOK; save()       /* "revoked" */
                 :: else -> reported = true
-#ifndef CODE_ROTATE_WITH_REVOCATION_DUE
                         ; goto run_end                  /* no new token while one is due */
-#endif
                 fi
         :: else -> skip
         fi
