@@ -85,7 +85,47 @@ static void rotate_one(struct rotate_ctx *ctx, const struct config *cfg, struct 
         http_client_set_deadline(http, 0);
 }
 
-static void print_result(const struct cfg_integration *in, const struct rotate_result *r)
+/* What is kept of each integration's rotate_result until the report: the
+ * full struct is over a kilobyte, most of it empty buffers. */
+struct done {
+        enum rotate_outcome outcome;
+        int64_t expires_at;
+        char *old_token_id;
+        char *new_token_id;
+        char *version;
+        char *error;            /* failed or incomplete only; NULL: never attempted */
+};
+
+static char *dup_or_null(const char *s)
+{
+        return s && *s ? strdup(s) : NULL;
+}
+
+static void keep(struct done *d, const struct rotate_result *r)
+{
+        d->outcome = r->outcome;
+        d->expires_at = r->expires_at;
+        d->old_token_id = dup_or_null(r->old_token_id);
+        d->new_token_id = dup_or_null(r->new_token_id);
+        d->version = dup_or_null(r->version);
+        if (r->outcome == OUTCOME_FAILED || r->outcome == OUTCOME_INCOMPLETE)
+                d->error = strdup(r->error[0] ? r->error : "unknown error");
+}
+
+static void done_clear(struct done *d)
+{
+        free(d->old_token_id);
+        free(d->new_token_id);
+        free(d->version);
+        free(d->error);
+}
+
+static const char *or_dash(const char *s)
+{
+        return s ? s : "-";
+}
+
+static void print_result(const struct cfg_integration *in, const struct done *r)
 {
         char exp[32] = "-";
 
@@ -94,13 +134,14 @@ static void print_result(const struct cfg_integration *in, const struct rotate_r
         switch (r->outcome) {
         case OUTCOME_ROTATED:
                 printf("%s: rotated %s -> %s (%s %s version %s), expires %s\n", in->name,
-                       r->old_token_id[0] ? r->old_token_id : "(none)", r->new_token_id,
-                       in->store->name, in->secret, r->version[0] ? r->version : "-", exp);
+                       r->old_token_id ? r->old_token_id : "(none)", or_dash(r->new_token_id),
+                       in->store->name, in->secret, or_dash(r->version), exp);
                 break;
         case OUTCOME_PLANNED:
                 break;  /* the plan itself was printed */
         default:
-                printf("%s: %s: %s\n", in->name, rotate_outcome_name(r->outcome), r->error);
+                printf("%s: %s: %s\n", in->name, rotate_outcome_name(r->outcome),
+                       r->error ? r->error : "not attempted");
                 break;
         }
 }
@@ -110,7 +151,7 @@ static void add_nullable(struct json_object *o, const char *k, const char *v)
         json_object_object_add(o, k, v && *v ? json_object_new_string(v) : NULL);
 }
 
-static struct json_object *result_json(const struct cfg_integration *in, const struct rotate_result *r)
+static struct json_object *result_json(const struct cfg_integration *in, const struct done *r)
 {
         struct json_object *o = json_object_new_object();
         char exp[32];
@@ -125,7 +166,8 @@ static struct json_object *result_json(const struct cfg_integration *in, const s
         add_nullable(o, "store", in->store->name);
         add_nullable(o, "secret", in->secret);
         add_nullable(o, "version", r->version);
-        add_nullable(o, "error", r->outcome == OUTCOME_FAILED || r->outcome == OUTCOME_INCOMPLETE ? r->error : NULL);
+        add_nullable(o, "error", r->outcome == OUTCOME_FAILED || r->outcome == OUTCOME_INCOMPLETE ?
+                                 (r->error ? r->error : "not attempted") : NULL);
         return o;
 }
 
@@ -136,7 +178,7 @@ struct run {
         const struct config *cfg;
         struct records *rec;
         const struct cfg_integration **sel;
-        struct rotate_result *res;
+        struct done *res;
         size_t n;
         bool dry_run;
         atomic_size_t next;
@@ -147,14 +189,17 @@ static void *run_worker(void *arg)
         struct run *run = arg;
         struct http_client *http = http_client_new(0, 0);
         struct rotate_ctx *ctx = NULL;
+        struct rotate_result res;
         size_t i;
 
         if (!http || rotate_ctx_new(run->cfg, run->rec, http, &ctx) < 0) {
                 log_error(NULL, "out of memory");
                 goto out;
         }
-        while ((i = atomic_fetch_add(&run->next, 1)) < run->n)
-                rotate_one(ctx, run->cfg, http, run->sel[i], run->dry_run, &run->res[i]);
+        while ((i = atomic_fetch_add(&run->next, 1)) < run->n) {
+                rotate_one(ctx, run->cfg, http, run->sel[i], run->dry_run, &res);
+                keep(&run->res[i], &res);
+        }
 out:
         rotate_ctx_free(ctx);
         http_client_free(http);
@@ -187,7 +232,7 @@ static int report(const struct cli *c, const struct run *run)
         size_t i;
 
         for (i = 0; i < run->n; i++) {
-                const struct rotate_result *res = &run->res[i];
+                const struct done *res = &run->res[i];
                 if (res->outcome == OUTCOME_FAILED || res->outcome == OUTCOME_INCOMPLETE)
                         status = EXIT_FAILED;
                 if (c->json)
@@ -220,8 +265,7 @@ static int run_all(const struct config *cfg, const struct cli *c, struct records
         }
         /* Every entry exists before the threads start: none grows the table. */
         for (i = 0; i < n; i++) {
-                run.res[i].outcome = OUTCOME_FAILED;
-                snprintf(run.res[i].error, sizeof(run.res[i].error), "not attempted");
+                run.res[i].outcome = OUTCOME_FAILED;     /* error NULL: not attempted */
                 if (!records_get(rec, sel[i]->name)) {
                         free(run.res);
                         log_error(NULL, "out of memory");
@@ -231,6 +275,8 @@ static int run_all(const struct config *cfg, const struct cli *c, struct records
         atomic_init(&run.next, 0);
         run_parallel(&run);
         status = report(c, &run);
+        for (i = 0; i < n; i++)
+                done_clear(&run.res[i]);
         free(run.res);
         return status;
 }

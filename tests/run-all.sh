@@ -47,5 +47,13 @@ export LSAN_OPTIONS="suppressions=$top/tests/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 suite asan "-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" "-fsanitize=address,undefined"
 
+# A bounded fuzzing run of every harness (libFuzzer); crashes are kept in
+# tests/fuzz/regress/ for the replay that make check runs.
+echo "=== fuzz: ${PATROL_FUZZ_SECONDS:-60} s per harness"
+tests/fuzz/run-fuzz.sh "${PATROL_FUZZ_SECONDS:-60}" >build/fuzz.out 2>&1 || status=1
+grep -E '^(not ok|Bail out)' build/fuzz.out && status=1
+passed=$((passed + $(grep -cE '^ok ' build/fuzz.out)))
+failed=$((failed + $(grep -cE '^(not ok|Bail out)' build/fuzz.out)))
+
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ] && [ "$status" -eq 0 ]
