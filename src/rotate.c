@@ -693,6 +693,9 @@ static void begin(struct flight *f, bool is_dry_run, int64_t now)
                 old_id = strdup(prev.token_id);
         else if (prev.exists && prev.managed && prev.token && identify(f, prev.token, &old_id) < 0)
                 goto out;
+        /* Still unknown: the token patrol last placed there is the one to retire. */
+        if (!old_id && prev.exists && prev.managed && f->ri->token_id)
+                old_id = strdup(f->ri->token_id);
         if (is_dry_run) {
                 dry_run(f, &prev, old_id, now);
                 goto out;

@@ -7,7 +7,8 @@
  * AWSPREVIOUS along) and AWSPENDING is removed.  Raw format keeps the token
  * alone in SecretString and the rest in tags, with a `version_id` tag
  * naming the version they describe (tags belong to the secret, not to a
- * version, and are written before the promotion). */
+ * version; they are written right after AWSCURRENT moves, so between the
+ * two steps they still describe the previous version, as version_id says). */
 #include "store.h"
 
 #include <errno.h>
@@ -358,6 +359,14 @@ static int get_value(struct aws_sm *s, const struct call *c, const char *key, co
                 goto out;
         vid = answer_str(&ans, "VersionId");
         str = answer_str(&ans, "SecretString");
+        /* Every answer names its version; one that does not is malformed,
+         * and taking it for an empty secret would lose track of the token. */
+        if (!vid) {
+                set_err(err, errlen, "aws: %s %s: unexpected answer to GetSecretValue (no VersionId)",
+                        c->op, c->name);
+                r = -EBADMSG;
+                goto out;
+        }
         out->exists = true;
         if (vid && !(out->version = strdup(vid))) {
                 r = -ENOMEM;
