@@ -47,6 +47,14 @@ export LSAN_OPTIONS="suppressions=$top/tests/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 suite asan "-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" "-fsanitize=address,undefined"
 
+# The release tarball builds and passes its tests from a clean tree.
+echo "=== distcheck"
+if make -C build/gcc distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-crash-points >build/distcheck.out 2>&1; then
+    passed=$((passed + 1))
+else
+    tail -30 build/distcheck.out; failed=$((failed + 1)); status=1
+fi
+
 # A bounded fuzzing run of every harness (libFuzzer); crashes are kept in
 # tests/fuzz/regress/ for the replay that make check runs.
 echo "=== fuzz: ${PATROL_FUZZ_SECONDS:-60} s per harness"
