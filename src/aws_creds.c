@@ -17,6 +17,7 @@
 #include "duration.h"
 #include "http.h"
 #include "json.h"
+#include "util.h"
 #include "log.h"
 #include "secret.h"
 #include "sigv4.h"
@@ -45,28 +46,11 @@ struct aws_auth {
         int64_t refresh_at_ms;          /* monotonic */
 };
 
-static bool streq(const char *a, const char *b)
-{
-        return a && b && strcmp(a, b) == 0;
-}
-
 static const char *env(const char *name)
 {
         const char *v = secure_getenv(name);
 
         return v && *v ? v : NULL;
-}
-
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-        va_list ap;
-
-        if (!err || errlen == 0)
-                return;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
 }
 
 /* ---------------------------------------------------------------- credentials */
@@ -291,24 +275,6 @@ static int transport_code(int r)
         if (r == -EPROTO || r == -EFBIG || r == -EINVAL)
                 return -EIO;
         return -EAGAIN;
-}
-
-static void json_wipe(struct json_object *o)
-{
-        switch (json_object_get_type(o)) {
-        case json_type_string:
-                secret_wipe((char *)json_object_get_string(o), (size_t)json_object_get_string_len(o));
-                break;
-        case json_type_object: {
-                json_object_object_foreach(o, key, val) {
-                        (void)key;
-                        json_wipe(val);
-                }
-                break;
-        }
-        default:
-                break;
-        }
 }
 
 /* {"AccessKeyId","SecretAccessKey","Token","Expiration"} of IMDS and the

@@ -19,6 +19,7 @@
 #include "duration.h"
 #include "http.h"
 #include "json.h"
+#include "util.h"
 #include "secret.h"
 
 #define DEFAULT_AUTHORITY       "https://login.microsoftonline.com"
@@ -47,18 +48,6 @@ struct azure_auth {
         int64_t renew_at_ms;    /* monotonic */
         unsigned generation;    /* bumped per fetch, so a refusal drops only its token */
 };
-
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-        va_list ap;
-
-        if (!err || errlen == 0)
-                return;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-}
 
 static const char *source_name(enum source s)
 {

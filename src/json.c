@@ -184,3 +184,61 @@ bool strv_equal_as_sets(char *const *a, size_t na, char *const *b, size_t nb)
                         return false;
         return true;
 }
+
+void json_wipe(struct json_object *o)
+{
+        size_t i;
+
+        switch (json_object_get_type(o)) {
+        case json_type_string:
+                explicit_bzero((char *)json_object_get_string(o), (size_t)json_object_get_string_len(o));
+                break;
+        case json_type_object: {
+                json_object_object_foreach(o, key, val) {
+                        (void)key;
+                        json_wipe(val);
+                }
+                break;
+        }
+        case json_type_array:
+                for (i = 0; i < json_object_array_length(o); i++)
+                        json_wipe(json_object_array_get_idx(o, i));
+                break;
+        default:
+                break;
+        }
+}
+
+struct json_object *json_put_wiped(struct json_object *o)
+{
+        if (o) {
+                json_wipe(o);
+                json_object_put(o);
+        }
+        return NULL;
+}
+
+char *json_dump_secret(struct json_object *o)
+{
+        size_t len = 0;
+        const char *s = json_object_to_json_string_length(
+                o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+        char *out;
+
+        if (!s)
+                return NULL;
+        out = strndup(s, len);
+        explicit_bzero((char *)s, len);
+        return out;
+}
+
+int json_obj_add(struct json_object *o, const char *key, struct json_object *val)
+{
+        if (!val)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, val) < 0) {
+                json_object_put(val);
+                return -ENOMEM;
+        }
+        return 0;
+}

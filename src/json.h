@@ -28,3 +28,14 @@ struct json_object *json_strv_new(char *const *v, size_t n);
 
 void strv_free(char **v, size_t n);
 bool strv_equal_as_sets(char *const *a, size_t na, char *const *b, size_t nb);
+
+/* ---- trees that held secrets ----
+ * json-c frees without wiping: these overwrite every string of a tree (and
+ * json-c's print buffer) before letting it go. */
+void json_wipe(struct json_object *o);
+/* Wipe and put; returns NULL (`o = json_put_wiped(o);`). */
+struct json_object *json_put_wiped(struct json_object *o);
+/* Serialise into a fresh buffer (free with secret_free) and wipe json-c's. */
+char *json_dump_secret(struct json_object *o);
+/* Add, taking ownership of val; -ENOMEM on a NULL val (allocation failure). */
+int json_obj_add(struct json_object *o, const char *key, struct json_object *val);

@@ -21,6 +21,7 @@
 #include "duration.h"
 #include "http.h"
 #include "json.h"
+#include "util.h"
 #include "log.h"
 #include "secret.h"
 
@@ -49,74 +50,7 @@ struct call {
         const char *name;               /* the secret */
 };
 
-static bool streq(const char *a, const char *b)
-{
-        return a && b && strcmp(a, b) == 0;
-}
-
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-        va_list ap;
-
-        if (!err || errlen == 0)
-                return;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-}
-
 /* ---------------------------------------------------------------- JSON */
-
-/* json-c frees without wiping: overwrite the strings of a tree that held a
- * token before letting it go. */
-static void json_wipe(struct json_object *o)
-{
-        size_t i;
-
-        switch (json_object_get_type(o)) {
-        case json_type_string:
-                secret_wipe((char *)json_object_get_string(o), (size_t)json_object_get_string_len(o));
-                break;
-        case json_type_object: {
-                json_object_object_foreach(o, key, val) {
-                        (void)key;
-                        json_wipe(val);
-                }
-                break;
-        }
-        case json_type_array:
-                for (i = 0; i < json_object_array_length(o); i++)
-                        json_wipe(json_object_array_get_idx(o, i));
-                break;
-        default:
-                break;
-        }
-}
-
-static struct json_object *json_put_wiped(struct json_object *o)
-{
-        if (o) {
-                json_wipe(o);
-                json_object_put(o);
-        }
-        return NULL;
-}
-
-/* Serialise into our own buffer, wiping json-c's copy in the print buffer. */
-static char *json_dump_secret(struct json_object *o)
-{
-        size_t len = 0;
-        const char *s = json_object_to_json_string_length(
-                o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-        char *out;
-
-        if (!s)
-                return NULL;
-        out = strndup(s, len);
-        secret_wipe((char *)s, len);
-        return out;
-}
 
 /* Add a string (NULL: nothing); fails only on allocation. */
 static int add_str(struct json_object *o, const char *key, const char *val)

@@ -17,6 +17,7 @@
 #include "duration.h"
 #include "http.h"
 #include "json.h"
+#include "util.h"
 #include "secret.h"
 
 #define API_VERSION     "7.4"
@@ -44,86 +45,7 @@ struct call {
 /* The patrol-owned tags (SPEC.md 3); others found on a secret are kept. */
 static const char *const own_tags[] = { "managed_by", "token_id", "expires_at", "scopes", "rotated_at" };
 
-static bool streq(const char *a, const char *b)
-{
-        return a && b && strcmp(a, b) == 0;
-}
-
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-        va_list ap;
-
-        if (!err || errlen == 0)
-                return;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-}
-
 /* ---------------------------------------------------------------- JSON with secrets */
-
-/* json-c frees without wiping: overwrite every string of a tree that held a
- * token before letting it go. */
-static void json_wipe(struct json_object *o)
-{
-        size_t i;
-
-        switch (json_object_get_type(o)) {
-        case json_type_string:
-                secret_wipe((char *)json_object_get_string(o), (size_t)json_object_get_string_len(o));
-                break;
-        case json_type_object: {
-                json_object_object_foreach(o, key, val) {
-                        (void)key;
-                        json_wipe(val);
-                }
-                break;
-        }
-        case json_type_array:
-                for (i = 0; i < json_object_array_length(o); i++)
-                        json_wipe(json_object_array_get_idx(o, i));
-                break;
-        default:
-                break;
-        }
-}
-
-static struct json_object *json_put_wiped(struct json_object *o)
-{
-        if (o) {
-                json_wipe(o);
-                json_object_put(o);
-        }
-        return NULL;
-}
-
-/* Serialise into our own buffer and wipe json-c's print buffer. */
-static char *json_dump_secret(struct json_object *o)
-{
-        size_t len = 0;
-        const char *s = json_object_to_json_string_length(
-                o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-        char *out;
-
-        if (!s)
-                return NULL;
-        out = strndup(s, len);
-        secret_wipe((char *)s, len);
-        return out;
-}
-
-/* Add, taking ownership of val; fails on a NULL val (allocation failure). */
-static int obj_add(struct json_object *o, const char *key, struct json_object *val)
-{
-        if (!val)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, val) < 0) {
-                json_object_put(val);
-                return -ENOMEM;
-        }
-        return 0;
-}
 
 /* ---------------------------------------------------------------- URLs */
 
@@ -477,18 +399,18 @@ static struct json_object *tags_new(const struct cfg_integration *in, const stru
         if (old) {
                 json_object_object_foreach(old, key, val) {
                         if (r == 0 && !own_tag(key) && json_object_is_type(val, json_type_string))
-                                r = obj_add(t, key, json_object_new_string(json_object_get_string(val)));
+                                r = json_obj_add(t, key, json_object_new_string(json_object_get_string(val)));
                 }
         }
-        r = r ? r : obj_add(t, "managed_by", json_object_new_string(MARKER));
+        r = r ? r : json_obj_add(t, "managed_by", json_object_new_string(MARKER));
         if (r == 0 && in->format == FORMAT_RAW) {
                 time_format_rfc3339(nv->expires_at, exp, sizeof(exp));
                 time_format_rfc3339(nv->rotated_at, rot, sizeof(rot));
-                if ((r = obj_add(t, "token_id", json_object_new_string(nv->token_id ? nv->token_id : ""))) == 0 &&
-                    (r = obj_add(t, "expires_at", json_object_new_string(exp))) == 0 &&
+                if ((r = json_obj_add(t, "token_id", json_object_new_string(nv->token_id ? nv->token_id : ""))) == 0 &&
+                    (r = json_obj_add(t, "expires_at", json_object_new_string(exp))) == 0 &&
                     (r = (scopes = scopes_joined(nv)) ? 0 : -ENOMEM) == 0 &&
-                    (r = obj_add(t, "scopes", json_object_new_string(scopes))) == 0)
-                        r = obj_add(t, "rotated_at", json_object_new_string(rot));
+                    (r = json_obj_add(t, "scopes", json_object_new_string(scopes))) == 0)
+                        r = json_obj_add(t, "rotated_at", json_object_new_string(rot));
         }
         free(scopes);
         if (r < 0)
@@ -507,15 +429,15 @@ static int put_body(const struct cfg_integration *in, const struct store_new *nv
 
         if (!root || !attrs || !value)
                 goto out;
-        if (obj_add(root, "value", json_object_new_string(value)) < 0 ||
-            (in->format == FORMAT_JSON && obj_add(root, "contentType", json_object_new_string(CONTENT_TYPE)) < 0) ||
-            obj_add(attrs, "enabled", json_object_new_boolean(1)) < 0 ||
-            obj_add(attrs, "exp", json_object_new_int64(nv->expires_at)) < 0)
+        if (json_obj_add(root, "value", json_object_new_string(value)) < 0 ||
+            (in->format == FORMAT_JSON && json_obj_add(root, "contentType", json_object_new_string(CONTENT_TYPE)) < 0) ||
+            json_obj_add(attrs, "enabled", json_object_new_boolean(1)) < 0 ||
+            json_obj_add(attrs, "exp", json_object_new_int64(nv->expires_at)) < 0)
                 goto out;
-        r = obj_add(root, "attributes", attrs);
+        r = json_obj_add(root, "attributes", attrs);
         attrs = NULL;
         if (r == 0)
-                r = obj_add(root, "tags", tags_new(in, nv, old_tags));
+                r = json_obj_add(root, "tags", tags_new(in, nv, old_tags));
         if (r == 0)
                 r = (*ret = json_dump_secret(root)) ? 0 : -ENOMEM;
 out:

@@ -18,6 +18,7 @@
 #include "duration.h"
 #include "http.h"
 #include "json.h"
+#include "util.h"
 #include "secret.h"
 
 #define DEFAULT_MOUNT           "secret"
@@ -50,87 +51,7 @@ struct call {
         const char *name;               /* the secret's path, or the auth method */
 };
 
-static bool streq(const char *a, const char *b)
-{
-        return a && b && strcmp(a, b) == 0;
-}
-
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-        va_list ap;
-
-        if (!err || errlen == 0)
-                return;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-}
-
 /* ---------------------------------------------------------------- JSON with secrets */
-
-/* json-c frees without wiping: overwrite every string of a tree that held a
- * token or credential before letting it go. */
-static void json_wipe(struct json_object *o)
-{
-        size_t i;
-
-        switch (json_object_get_type(o)) {
-        case json_type_string:
-                secret_wipe((char *)json_object_get_string(o), (size_t)json_object_get_string_len(o));
-                break;
-        case json_type_object: {
-                json_object_object_foreach(o, key, val) {
-                        (void)key;
-                        json_wipe(val);
-                }
-                break;
-        }
-        case json_type_array:
-                for (i = 0; i < json_object_array_length(o); i++)
-                        json_wipe(json_object_array_get_idx(o, i));
-                break;
-        default:
-                break;
-        }
-}
-
-static struct json_object *json_put_wiped(struct json_object *o)
-{
-        if (o) {
-                json_wipe(o);
-                json_object_put(o);
-        }
-        return NULL;
-}
-
-/* Serialise into our own buffer and wipe json-c's copy of it, which stays
- * in the object's print buffer otherwise. */
-static char *json_dump_secret(struct json_object *o)
-{
-        size_t len = 0;
-        const char *s = json_object_to_json_string_length(
-                o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-        char *out;
-
-        if (!s)
-                return NULL;
-        out = strndup(s, len);
-        secret_wipe((char *)s, len);
-        return out;
-}
-
-/* Add, taking ownership of val; fails on a NULL val (allocation failure). */
-static int obj_add(struct json_object *o, const char *key, struct json_object *val)
-{
-        if (!val)
-                return -ENOMEM;
-        if (json_object_object_add(o, key, val) < 0) {
-                json_object_put(val);
-                return -ENOMEM;
-        }
-        return 0;
-}
 
 /* ---------------------------------------------------------------- URLs */
 
@@ -363,8 +284,8 @@ static int login_body(const struct cfg_auth *a, const char **ret_method, char **
                 return -ENOMEM;
         if (a->method == AUTH_VAULT_APPROLE) {
                 *ret_method = "approle";
-                if (obj_add(o, "role_id", json_object_new_string(a->role_id ? a->role_id : "")) < 0 ||
-                    obj_add(o, "secret_id", json_object_new_string(a->secret_id ? a->secret_id : "")) < 0)
+                if (json_obj_add(o, "role_id", json_object_new_string(a->role_id ? a->role_id : "")) < 0 ||
+                    json_obj_add(o, "secret_id", json_object_new_string(a->secret_id ? a->secret_id : "")) < 0)
                         goto out;
         } else if (a->method == AUTH_VAULT_KUBERNETES) {
                 const char *path = a->jwt_file ? a->jwt_file : DEFAULT_JWT_FILE;
@@ -378,8 +299,8 @@ static int login_body(const struct cfg_auth *a, const char **ret_method, char **
                         goto out;
                 }
                 r = -ENOMEM;
-                if (obj_add(o, "role", json_object_new_string(a->role ? a->role : "")) < 0 ||
-                    obj_add(o, "jwt", json_object_new_string(jwt)) < 0)
+                if (json_obj_add(o, "role", json_object_new_string(a->role ? a->role : "")) < 0 ||
+                    json_obj_add(o, "jwt", json_object_new_string(jwt)) < 0)
                         goto out;
         } else {
                 *ret_method = "?";
@@ -839,13 +760,13 @@ static struct json_object *raw_metadata(struct json_object *old, const struct st
         if (r == 0 && old && json_object_is_type(old, json_type_object)) {
                 json_object_object_foreach(old, key, val) {
                         if (r == 0 && val)
-                                r = obj_add(cm, key, json_object_get(val));
+                                r = json_obj_add(cm, key, json_object_get(val));
                 }
         }
         time_format_rfc3339(nv->expires_at, exp, sizeof(exp));
         time_format_rfc3339(nv->rotated_at, rot, sizeof(rot));
         for (i = 0; r == 0 && i < sizeof(keys) / sizeof(keys[0]); i++)
-                r = obj_add(cm, keys[i].key, json_object_new_string(keys[i].val ? keys[i].val : ""));
+                r = json_obj_add(cm, keys[i].key, json_object_new_string(keys[i].val ? keys[i].val : ""));
         free(scopes);
         if (r < 0) {
                 json_object_put(cm);
@@ -864,7 +785,7 @@ static int kv2_put_custom_metadata(struct vault *v, const struct cfg_integration
         char *url = NULL, *text = NULL;
         int r = -ENOMEM;
 
-        if (!body || obj_add(body, "custom_metadata", json_object_get(cm)) < 0)
+        if (!body || json_obj_add(body, "custom_metadata", json_object_get(cm)) < 0)
                 goto out;
         if (!(text = json_dump(body)))
                 goto out;
@@ -921,7 +842,7 @@ static int kv2_data_body(const struct cfg_integration *in, const struct store_ne
                 goto out;
         if (in->format == FORMAT_RAW) {
                 if (!(data = json_object_new_object()) ||
-                    obj_add(data, "token", json_object_new_string(nv->token)) < 0)
+                    json_obj_add(data, "token", json_object_new_string(nv->token)) < 0)
                         goto out;
         } else {
                 if (!(formatted = store_format_json(nv)))
@@ -931,12 +852,12 @@ static int kv2_data_body(const struct cfg_integration *in, const struct store_ne
                 if (!data)
                         goto out;
         }
-        if (obj_add(opts, "cas", json_object_new_int64(cas)) < 0)
+        if (json_obj_add(opts, "cas", json_object_new_int64(cas)) < 0)
                 goto out;
-        r = obj_add(root, "options", opts);
+        r = json_obj_add(root, "options", opts);
         opts = NULL;
         if (r == 0)
-                r = obj_add(root, "data", data);
+                r = json_obj_add(root, "data", data);
         data = NULL;
         if (r < 0)
                 goto out;
@@ -1171,7 +1092,7 @@ static int kv1_body(const struct cfg_integration *in, const struct store_new *nv
                 *ret = store_format_json(nv);
                 return *ret ? 0 : -ENOMEM;
         }
-        if (!(o = json_object_new_object()) || obj_add(o, "token", json_object_new_string(nv->token)) < 0) {
+        if (!(o = json_object_new_object()) || json_obj_add(o, "token", json_object_new_string(nv->token)) < 0) {
                 json_object_put(o);
                 return -ENOMEM;
         }
