@@ -47,6 +47,25 @@ export LSAN_OPTIONS="suppressions=$top/tests/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 suite asan "-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" "-fsanitize=address,undefined"
 
+# valgrind: the unit programs, and every patrol run of the rotation and
+# report tests (PATROL_WRAPPER), must be free of invalid accesses and leaks.
+echo "=== valgrind"
+vg="valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite --suppressions=$top/tests/valgrind.supp"
+for t in build/gcc/tests/unit/test_*; do
+    [ -x "$t" ] || continue
+    if (cd build/gcc && CMOCKA_MESSAGE_OUTPUT=TAP PATROL_SRCDIR="$top" $vg "../../$t" >/dev/null 2>"../../$t.vg"); then
+        passed=$((passed + 1))
+    else
+        echo "not ok - valgrind $t"; tail -20 "$t.vg"; failed=$((failed + 1)); status=1
+    fi
+done
+PATROL_WRAPPER="$vg" PATROL_SRCDIR="$top" PATROL_BUILDDIR="$top/build/gcc" \
+    tests/run-e2e.sh -k "rotate_vault or rotate_aws or rotate_azure or test_report" >build/valgrind-e2e.tap 2>build/valgrind-e2e.log
+grep -E '^not ok' build/valgrind-e2e.tap && status=1
+passed=$((passed + $(grep -cE '^ok ' build/valgrind-e2e.tap)))
+failed=$((failed + $(grep -cE '^not ok' build/valgrind-e2e.tap)))
+grep -qE '^1\.\.[1-9]' build/valgrind-e2e.tap || { echo "valgrind e2e ran no test"; failed=$((failed + 1)); status=1; }
+
 # The release tarball builds and passes its tests from a clean tree.
 echo "=== distcheck"
 if make -C build/gcc distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-crash-points >build/distcheck.out 2>&1; then
