@@ -38,6 +38,7 @@ struct rotate_ctx {
         struct http_client *http;
         struct onplana *onp;
         struct store_handle *stores;    /* one per configured store, opened on first use */
+        FILE *plan_out;                 /* where a dry run's plan goes */
 };
 
 /* What one run of the machine works with; the token value only ever
@@ -61,6 +62,11 @@ void crash_point(const char *name)
 }
 #endif
 
+void rotate_ctx_set_plan_stream(struct rotate_ctx *ctx, FILE *out)
+{
+        ctx->plan_out = out;
+}
+
 const char *rotate_outcome_name(enum rotate_outcome o)
 {
         switch (o) {
@@ -82,6 +88,7 @@ int rotate_ctx_new(const struct config *cfg, struct records *rec, struct http_cl
                 return -ENOMEM;
         ctx->cfg = cfg;
         ctx->rec = rec;
+        ctx->plan_out = stdout;
         ctx->http = http;
         ctx->onp = onplana_new(&cfg->onplana, http);
         ctx->stores = calloc(cfg->n_stores + 1, sizeof(*ctx->stores));
@@ -644,22 +651,23 @@ static int adopt_or_refuse(struct flight *f, const struct store_value *prev, cha
 
 static void print_plan(struct flight *f, const struct store_value *prev, const char *old_id, int64_t now)
 {
+        FILE *out = f->ctx->plan_out;
         char exp[32], ttl[32];
 
         time_format_rfc3339(now + f->in->policy.ttl, exp, sizeof(exp));
         duration_format(f->in->policy.ttl, ttl, sizeof(ttl));
-        printf("%s: would create a token with scopes", f->in->name);
+        fprintf(out, "%s: would create a token with scopes", f->in->name);
         for (size_t i = 0; i < f->in->n_scopes; i++)
-                printf("%s%s", i ? "," : " ", f->in->scopes[i]);
-        printf(" for %s (expires %s, ttl %s)\n", ttl, exp, ttl);
-        printf("%s: would %s %s secret %s%s%s%s\n", f->in->name, prev->exists ? "write" : "create",
-               store_type_name(f->in->store->type), f->in->secret,
-               prev->version ? " (now at version " : "", prev->version ? prev->version : "",
-               prev->version ? ")" : "");
+                fprintf(out, "%s%s", i ? "," : " ", f->in->scopes[i]);
+        fprintf(out, " (ttl %s, expires %s)\n", ttl, exp);
+        fprintf(out, "%s: would %s %s secret %s%s%s%s\n", f->in->name, prev->exists ? "write" : "create",
+                store_type_name(f->in->store->type), f->in->secret,
+                prev->version ? " (now at version " : "", prev->version ? prev->version : "",
+                prev->version ? ")" : "");
         if (old_id)
-                printf("%s: would revoke %s%s\n", f->in->name, old_id,
-                       f->in->policy.revoke_after > 0 ? " after revoke_after" : "");
-        fflush(stdout);
+                fprintf(out, "%s: would revoke %s%s\n", f->in->name, old_id,
+                        f->in->policy.revoke_after > 0 ? " after revoke_after" : "");
+        fflush(out);
 }
 
 static void dry_run(struct flight *f, const struct store_value *prev, const char *old_id, int64_t now)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -36,6 +37,9 @@ struct rotate_ctx;
 int rotate_ctx_new(const struct config *cfg, struct records *rec, struct http_client *http,
                    struct rotate_ctx **ret);
 struct rotate_ctx *rotate_ctx_free(struct rotate_ctx *ctx);
+/* Where a dry run prints its plan (default stdout; stderr under --json,
+ * whose stdout holds exactly one JSON document). */
+void rotate_ctx_set_plan_stream(struct rotate_ctx *ctx, FILE *out);
 
 /* Rotate now (recovering first when a rotation is in flight).  dry_run:
  * authenticate and read, print the plan to stdout, change nothing. */

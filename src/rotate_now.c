@@ -181,6 +181,7 @@ struct run {
         struct done *res;
         size_t n;
         bool dry_run;
+        bool json;
         atomic_size_t next;
 };
 
@@ -196,6 +197,8 @@ static void *run_worker(void *arg)
                 log_error(NULL, "out of memory");
                 goto out;
         }
+        if (run->json)
+                rotate_ctx_set_plan_stream(ctx, stderr);
         while ((i = atomic_fetch_add(&run->next, 1)) < run->n) {
                 rotate_one(ctx, run->cfg, http, run->sel[i], run->dry_run, &res);
                 keep(&run->res[i], &res);
@@ -254,7 +257,7 @@ static int report(const struct cli *c, const struct run *run)
 static int run_all(const struct config *cfg, const struct cli *c, struct records *rec,
                    const struct cfg_integration **sel, size_t n)
 {
-        struct run run = { .cfg = cfg, .rec = rec, .sel = sel, .n = n, .dry_run = c->dry_run };
+        struct run run = { .cfg = cfg, .rec = rec, .sel = sel, .n = n, .dry_run = c->dry_run, .json = c->json };
         int status;
         size_t i;
 

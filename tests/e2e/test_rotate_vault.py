@@ -310,3 +310,17 @@ def test_kubernetes_auth(env, vault, no_leaks):
     rotate(env)
     assert env.kv("onplana/ci-reader")["current_version"] == 1
     no_leaks(secrets=env.secrets() + [jwt])
+
+
+def test_dry_run_json_is_one_document_with_planned_results(env, no_leaks):
+    env.configure([env.integration()])
+    rotate(env)
+    old = env.active_tokens("ci-reader")[0]
+    r = env.patrol.run("--rotate-now", "--dry-run", "--json")
+    assert r.rc == 0, r
+    doc = r.json()                       # stdout is exactly one JSON document
+    assert [x["result"] for x in doc["results"]] == ["planned"]
+    assert doc["results"][0]["old_token_id"] == old["id"]
+    assert "would create a token" in r.stderr       # the plan still shows, on stderr
+    assert env.active_tokens("ci-reader") == [env.onplana.token(old["id"])]
+    no_leaks(secrets=env.secrets())
