@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +184,12 @@ int cli_run(const struct cli *c)
                 break;
         }
         harden_process();
+        /* One malloc arena for every thread: rotations wait on the network,
+         * not on malloc's lock, and each extra arena kept its own free
+         * memory (about 1 MiB of RSS per worker thread). */
+#ifdef M_ARENA_MAX
+        mallopt(M_ARENA_MAX, 1);
+#endif
         switch (c->action) {
         case ACT_ROTATE_NOW:
                 return cli_rotate_now(c);

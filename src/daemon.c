@@ -5,6 +5,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -366,6 +367,9 @@ int daemon_run(const char *config_path)
                 return r;
         }
         log_event(LOG_NOTICE, LOG_EV_STARTED, NULL, "started with %zu integrations", d.cfg->n_integrations);
+#ifdef M_TRIM_THRESHOLD
+        malloc_trim(0);         /* the parse trees of loading are gone: give their pages back */
+#endif
         recover_all(&d);
         notify_ready();
         publish(&d);

@@ -186,7 +186,7 @@ static int session_login(struct onplana *o, struct session *s, char *err, size_t
         int64_t expires_in = 3600;
         char url[1024], *body;
         char ferr[128];
-        int r;
+        int r, sends;
 
         body = session_form(s->acct);
         if (!body)
@@ -195,7 +195,11 @@ static int session_login(struct onplana *o, struct session *s, char *err, size_t
         req.url = url;
         req.body = body;
         req.body_len = strlen(body);
+        sends = o->sends;
         r = call(o, "session", &req, 200, &j, err, errlen);
+        /* o->sends counts a create's copies: a login on the way is not one
+         * (counted, it sent every first create of a session looking for a twin). */
+        o->sends = sends;
         if (r < 0)
                 goto out;
         r = json_get_str(j, "access_token", &tok, ferr, sizeof(ferr));

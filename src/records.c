@@ -26,9 +26,13 @@
 
 /* Group commit: a thread that records a line waits until a flush has made
  * it durable.  Whoever finds no flush running writes everything queued so
- * far with one write() and one fsync, so concurrent steps share a sync. */
+ * far with one write() and one fsync, so concurrent steps share a sync.
+ * Each waiter sleeps on its own condition: a flush wakes the threads whose
+ * lines it carried and the first one queued behind them (the next flusher),
+ * not every thread waiting on either file. */
 struct commit_waiter {
         struct commit_waiter *next;
+        pthread_cond_t wake;
         int rc;
         bool done;
 };
@@ -343,13 +347,17 @@ static int read_file(const char *path, char **ret, size_t *ret_len)
 {
         FILE *f = fopen(path, "re");
         char *buf = NULL;
-        size_t len = 0, cap = 0;
+        size_t len = 0, cap = 0, first = 65536;
+        struct stat st;
 
         if (!f)
                 return -errno;
+        /* Sized to the file (room for the read that sees its end): no doubling. */
+        if (fstat(fileno(f), &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size < SIZE_MAX / 4)
+                first = (size_t)st.st_size + 4096 + 2;
         for (;;) {
                 if (len + 4096 + 1 > cap) {
-                        char *nb = realloc(buf, cap = cap ? cap * 2 : 65536);
+                        char *nb = realloc(buf, cap = cap ? cap * 2 : first);
                         if (!nb) {
                                 free(buf);
                                 fclose(f);
@@ -376,11 +384,165 @@ static int apply_entry(struct records *r, const char *name, struct json_object *
         return ri ? entry_from_json(o, ri) : -ENOMEM;
 }
 
+/* ---- state.json, one entry at a time ----
+ * The snapshot is {"version": 1, "integrations": {NAME: ENTRY, ...}}.  json-c
+ * spends about 2 KiB per entry on a tree, which for thousands of entries made
+ * loading the peak of patrol's memory; instead the two outer levels are
+ * walked here and json-c parses one member (key, then value) at a time, each
+ * freed before the next.  Every value is still parsed in full, so anything
+ * that is not JSON is refused as before. */
+
+static const char *skip_ws(const char *p, const char *end)
+{
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+                p++;
+        return p;
+}
+
+static bool is_delim(char c)
+{
+        return c == ',' || c == '}' || c == ']' || c == ':' || c == ' ' || c == '\t' || c == '\n' ||
+               c == '\r';
+}
+
+/* The end of the JSON value that starts at p, or NULL when it never ends.
+ * Only strings and brackets are followed; json-c checks the rest. */
+static const char *skip_value(const char *p, const char *end)
+{
+        size_t depth = 0;
+
+        do {
+                if (p >= end)
+                        return NULL;
+                if (*p == '"') {
+                        for (p++; p < end && *p != '"'; p++)
+                                if (*p == '\\')
+                                        p++;
+                        if (p >= end)
+                                return NULL;
+                        p++;
+                } else if (*p == '{' || *p == '[') {
+                        depth++;
+                        p++;
+                } else if (*p == '}' || *p == ']') {
+                        if (depth == 0)
+                                return NULL;
+                        depth--;
+                        p++;
+                } else if (depth == 0) {
+                        while (p < end && !is_delim(*p))
+                                p++;
+                } else {
+                        p++;
+                }
+        } while (depth > 0);
+        return p;
+}
+
+/* json-c's tree of exactly [p, end), or NULL. */
+static struct json_object *parse_slice(struct json_tokener *tok, const char *p, const char *end)
+{
+        struct json_object *o;
+
+        if (end - p > INT32_MAX)
+                return NULL;
+        json_tokener_reset(tok);
+        o = json_tokener_parse_ex(tok, p, (int)(end - p));
+        /* A number at the very end is only known to be whole at a NUL. */
+        if (!o && json_tokener_get_error(tok) == json_tokener_continue)
+                return json_tokener_parse_ex(tok, "", 1);
+        if (o && (json_tokener_get_error(tok) != json_tokener_success ||
+                  json_tokener_get_parse_end(tok) != (size_t)(end - p))) {
+                json_object_put(o);
+                o = NULL;
+        }
+        return o;
+}
+
+/* Calls fn(key, value start, value end) for each member of the object at
+ * [p, end); *ret_end is where the object ends.  0, -EBADMSG, or fn's error. */
+static int for_each_member(struct json_tokener *tok, const char *p, const char *end, const char **ret_end,
+                           int (*fn)(void *u, const char *key, const char *v, const char *vend), void *u)
+{
+        bool first = true;
+
+        p = skip_ws(p, end);
+        if (p >= end || *p != '{')
+                return -EBADMSG;
+        for (p++;; first = false) {
+                struct json_object *k;
+                const char *kend, *v, *vend;
+                int rc;
+
+                p = skip_ws(p, end);
+                if (p < end && *p == '}')
+                        break;          /* a '}' right after a ',' is a key missing, below */
+                if (!first) {
+                        if (p >= end || *p != ',')
+                                return -EBADMSG;
+                        p = skip_ws(p + 1, end);
+                }
+                if (p >= end || *p != '"' || !(kend = skip_value(p, end)))
+                        return -EBADMSG;
+                k = parse_slice(tok, p, kend);
+                if (!k || !json_object_is_type(k, json_type_string)) {
+                        json_object_put(k);
+                        return -EBADMSG;
+                }
+                p = skip_ws(kend, end);
+                v = p < end && *p == ':' ? skip_ws(p + 1, end) : NULL;
+                vend = v ? skip_value(v, end) : NULL;
+                rc = vend ? fn(u, json_object_get_string(k), v, vend) : -EBADMSG;
+                json_object_put(k);
+                if (rc < 0)
+                        return rc;
+                p = vend;
+        }
+        *ret_end = p + 1;
+        return 0;
+}
+
+struct snapshot_load {
+        struct records *r;
+        struct json_tokener *tok;
+        const char *bad;                /* the entry that did not load */
+        bool seen;                      /* "integrations" was there */
+};
+
+static int load_entry(void *u, const char *name, const char *v, const char *vend)
+{
+        struct snapshot_load *l = u;
+        struct json_object *o = parse_slice(l->tok, v, vend);
+        int rc = o ? apply_entry(l->r, name, o) : -EBADMSG;
+
+        json_object_put(o);
+        if (rc < 0 && !l->bad)
+                l->bad = strdup(name);
+        return rc;
+}
+
+static int load_top(void *u, const char *key, const char *v, const char *vend)
+{
+        struct snapshot_load *l = u;
+        struct json_object *o;
+        const char *e;
+
+        if (strcmp(key, "integrations") == 0) {
+                l->seen = true;
+                return for_each_member(l->tok, v, vend, &e, load_entry, l) < 0 || skip_ws(e, vend) != vend
+                        ? -EBADMSG : 0;
+        }
+        o = parse_slice(l->tok, v, vend);       /* "version" and the like: JSON, unused */
+        json_object_put(o);
+        return o ? 0 : -EBADMSG;
+}
+
 static int load_snapshot(struct records *r, char *err, size_t errlen)
 {
         char *path = path_in(r, "state.json"), *buf = NULL;
-        struct json_object *o = NULL, *ints;
-        size_t len;
+        struct snapshot_load l = { .r = r };
+        const char *end = NULL;
+        size_t len = 0;
         int rc;
 
         if (!path)
@@ -394,22 +556,24 @@ static int load_snapshot(struct records *r, char *err, size_t errlen)
                 snprintf(err, errlen, "%s: %s", path, strerror(-rc));
                 goto out;
         }
-        o = json_parse(buf, len);
-        if (!o || json_get_obj(o, "integrations", &ints, NULL, 0) < 0) {
-                snprintf(err, errlen, "%s: not a patrol state file (bad JSON)", path);
-                rc = -EBADMSG;
+        l.tok = json_tokener_new();
+        if (!l.tok) {
+                rc = -ENOMEM;
                 goto out;
         }
-        json_object_object_foreach(ints, name, val) {
-                rc = apply_entry(r, name, val);
-                if (rc < 0) {
-                        snprintf(err, errlen, "%s: integration \"%s\": bad entry", path, name);
-                        goto out;
-                }
+        rc = for_each_member(l.tok, buf, buf + len, &end, load_top, &l);
+        if (rc == -ENOMEM) {
+                snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+        } else if (rc < 0 && l.bad) {
+                snprintf(err, errlen, "%s: integration \"%s\": bad entry", path, l.bad);
+        } else if (rc < 0 || !l.seen || skip_ws(end, buf + len) != buf + len) {
+                snprintf(err, errlen, "%s: not a patrol state file (bad JSON)", path);
+                rc = -EBADMSG;
         }
 out:
-        if (o)
-                json_object_put(o);
+        if (l.tok)
+                json_tokener_free(l.tok);
+        free((char *)l.bad);
         free(buf);
         free(path);
         return rc;
@@ -419,20 +583,32 @@ out:
  * the first line that does not parse: only the last can be torn. */
 static int load_journal(struct records *r)
 {
-        char *path = path_in(r, "state.journal"), *buf = NULL, *line, *save = NULL;
-        size_t len;
-        int rc;
+        char *path = path_in(r, "state.journal"), *buf = NULL, *line;
+        size_t cap = 0;
+        ssize_t len;
+        FILE *f;
+        int rc = 0;
 
         if (!path)
                 return -ENOMEM;
-        rc = read_file(path, &buf, &len);
-        if (rc < 0) {
+        /* A line at a time: after a crash mid-run the journal can hold
+         * several lines per integration. */
+        f = fopen(path, "re");
+        if (!f) {
+                rc = errno == ENOENT ? 0 : -errno;
                 free(path);
-                return rc == -ENOENT ? 0 : rc;
+                return rc;
         }
-        for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-                struct json_object *o = json_parse(line, strlen(line)), *e;
+        while ((len = getline(&buf, &cap, f)) >= 0) {
+                struct json_object *o, *e;
                 const char *name;
+
+                line = buf;
+                while (len > 0 && line[len - 1] == '\n')
+                        line[--len] = '\0';
+                if (len == 0)
+                        continue;
+                o = json_parse(line, (size_t)len);
                 if (!o || json_get_str(o, "integration", &name, NULL, 0) < 0 ||
                     json_get_obj(o, "entry", &e, NULL, 0) < 0) {
                         if (o)
@@ -446,6 +622,9 @@ static int load_journal(struct records *r)
                         break;
                 r->journal_lines++;
         }
+        if (rc == 0 && ferror(f))
+                rc = -EIO;
+        fclose(f);
         free(buf);
         free(path);
         return rc;
@@ -612,32 +791,32 @@ static void flush(struct records *r, struct appender *a)
                 next = w->next;
                 w->rc = rc;
                 w->done = true;
+                pthread_cond_signal(&w->wake);
         }
         a->flushing = false;
+        if (a->head)
+                pthread_cond_signal(&a->head->wake);    /* the next batch's flusher */
         pthread_cond_broadcast(&r->flushed);
 }
 
 /* Queue one line and return once it is durable (r->lock held). */
 static int commit(struct records *r, struct appender *a, const char *line, size_t len)
 {
-        struct commit_waiter *w = calloc(1, sizeof(*w));
-        int rc;
+        struct commit_waiter me = { .next = NULL }, *w = &me;
 
-        if (!w || append_line(a, line, len) < 0) {
-                free(w);
+        if (append_line(a, line, len) < 0)
                 return -ENOMEM;
-        }
+        pthread_cond_init(&w->wake, NULL);
         *a->tail = w;
         a->tail = &w->next;
         while (!w->done) {
                 if (a->flushing)
-                        pthread_cond_wait(&r->flushed, &r->lock);
+                        pthread_cond_wait(&w->wake, &r->lock);
                 else
                         flush(r, a);
         }
-        rc = w->rc;
-        free(w);
-        return rc;
+        pthread_cond_destroy(&w->wake);
+        return w->rc;
 }
 
 /* ---- snapshot, journal, audit ---- */

@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -306,6 +307,11 @@ int cli_rotate_now(const struct cli *c)
                 status = EXIT_FAILED;
                 goto out;
         }
+#ifdef M_TRIM_THRESHOLD
+        /* The parse trees of the configuration and of state.json are gone:
+         * hand their pages back before the workers start. */
+        malloc_trim(0);
+#endif
         status = run_all(cfg, c, rec, sel, n);
 out:
         records_close(rec);

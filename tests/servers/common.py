@@ -5,9 +5,10 @@ A server module defines a Service subclass with @route handlers and ends with
 
 Command line (every server):
     /usr/bin/python3 tests/servers/X.py --cert server.pem --key server-key.pem
-            [--port-file FILE] [--port 0] [--host 127.0.0.1] [--plain] [--verbose]
+            [--port-file FILE] [--port 0] [--host 127.0.0.1] [--plain] [--verbose] [--bench]
 It listens on 127.0.0.1 (port 0 = any free port; TLS unless --plain, which is for
-plain-http loopback endpoints such as IMDS), writes the port to --port-file
+plain-http loopback endpoints such as IMDS; --bench: same answers, cheaper checks where a
+service has them, for `make bench`), writes the port to --port-file
 (atomically: tmp + rename) and prints "READY <port>" on stdout. SIGTERM/SIGINT exit.
 Unhandled exceptions in handlers answer 500 and print a traceback on stderr.
 
@@ -88,6 +89,7 @@ import sys
 import threading
 import time
 import traceback
+import http.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -311,6 +313,7 @@ class Service:
 
     def __init__(self, args=None):
         self.args = args
+        self.bench = bool(getattr(args, "bench", False))   # --bench: cheaper checks
         self.lock = threading.RLock()
         self.faults = Faults()
         self.log = RequestLog()
@@ -460,12 +463,87 @@ def _huge_body(size):
     return body
 
 
+class FastHeaders:
+    """Request headers as --bench parses them (fast_parse_headers): the part of
+    email.message.Message the servers use, with its answers (case-insensitive names,
+    first match for get, every match in order for get_all)."""
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs):
+        self._pairs = pairs
+
+    def get(self, name, failobj=None):
+        n = name.lower()
+        for k, v in self._pairs:
+            if k.lower() == n:
+                return v
+        return failobj
+
+    __getitem__ = get
+
+    def get_all(self, name, failobj=None):
+        n = name.lower()
+        return [v for k, v in self._pairs if k.lower() == n] or failobj
+
+    def __contains__(self, name):
+        return self.get(name) is not None
+
+    def keys(self):
+        return [k for k, _ in self._pairs]
+
+    def values(self):
+        return [v for _, v in self._pairs]
+
+    def items(self):
+        return list(self._pairs)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self._pairs)
+
+
+def fast_parse_headers(fp, _class=None):
+    """http.client.parse_headers without the email parser, which costs more than the
+    rest of a request (--bench only).  The same lines are read (and the same limits
+    apply); each "Name: value" gives the value email's compat32 policy would: leading
+    blanks dropped, a continuation line appended; a line that is no header ends them."""
+    pairs = []
+    for line in http.client._read_headers(fp):
+        text = line.decode("iso-8859-1")
+        if text in ("\r\n", "\n"):
+            break
+        if text[:1] in (" ", "\t") and pairs:
+            k, v = pairs[-1]
+            pairs[-1] = (k, v + "\r\n" + text.rstrip("\r\n"))
+            continue
+        name, sep, value = text.partition(":")
+        if not sep or not name or any(c in name for c in " \t"):
+            break
+        pairs.append((name, value.lstrip(" \t").rstrip("\r\n")))
+    return FastHeaders(pairs)
+
+
+_DATE = [0, ""]
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     timeout = 120                      # idle keep-alive connections close after this
     server_version = "patrol-fake/1"
     sys_version = ""
+
+    def date_time_string(self, timestamp=None):
+        """The Date header, formatted once a second."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        if _DATE[0] != now:
+            _DATE[1] = super().date_time_string(now)
+            _DATE[0] = now
+        return _DATE[1]
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
@@ -637,6 +715,8 @@ def main(service_cls, argv=None):
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--plain", action="store_true", help="plain HTTP (loopback metadata endpoints)")
     ap.add_argument("--verbose", action="store_true", help="log every request on stderr")
+    ap.add_argument("--bench", action="store_true",
+                    help="benchmark mode: the same answers, cheaper checks (see the service)")
     service_cls.add_arguments(ap)
     args = ap.parse_args(argv)
     ctx = None
@@ -646,6 +726,8 @@ def main(service_cls, argv=None):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(args.cert, args.key)
+    if args.bench:
+        http.client.parse_headers = fast_parse_headers
     service = service_cls(args)
     server = Server((args.host, args.port), service, ctx, args.verbose)
     port = server.server_address[1]

@@ -74,6 +74,64 @@ static void test_torn_journal_line_is_ignored(void **state)
         free(dir);
 }
 
+static void write_snapshot_text(const char *dir, const char *text)
+{
+        FILE *f = fopen(path_of(dir, "state.json"), "w");
+
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+/* state.json is read one entry at a time (records.c): any JSON layout of the
+ * snapshot loads, and anything that is not JSON is still refused. */
+static void test_snapshot_layouts(void **state)
+{
+        static const char *const good[] = {
+                "{\"version\":1,\"integrations\":{\"a\":{\"token_id\":\"pat_A\",\"failures\":2},"
+                "\"b\\u0062\":{\"token_id\":\"pat_\\\"B\"}}}",
+                " {\n \"integrations\" : { \"a\" : { \"token_id\" : \"pat_A\" , \"failures\" : 2 } ,"
+                "\"bb\":{\"token_id\":\"pat_\\\"B\",\"x\":[1,{\"y\":\"}]\"}]}} , \"version\" : 1.0e0 } \n",
+        };
+        static const char *const bad[] = {
+                "", "[]", "{}", "{\"version\":1}", "{\"integrations\":[]}",
+                "{\"integrations\":{\"a\":{}}} x", "{\"integrations\":{\"a\":{}}",
+                "{\"integrations\":{\"a\":{},}}", "{\"integrations\":{\"a\" {}}}",
+                "{\"integrations\":{\"a\":{\"token_id\":5}}}", "{\"integrations\":{\"a\":{\"token_id\":\"x}}}",
+        };
+        char err[256];
+        size_t i;
+
+        (void)state;
+        for (i = 0; i < sizeof(good) / sizeof(*good); i++) {
+                char *dir = scratch();
+                struct records *r = NULL;
+                struct rec_integration *ri;
+
+                write_snapshot_text(dir, good[i]);
+                assert_int_equal(records_open(dir, true, &r, err, sizeof(err)), 0);
+                assert_int_equal(records_count(r), 2);
+                ri = records_find(r, "a");
+                assert_non_null(ri);
+                assert_string_equal(ri->token_id, "pat_A");
+                assert_int_equal(ri->failures, 2);
+                ri = records_find(r, "bb");
+                assert_non_null(ri);
+                assert_string_equal(ri->token_id, "pat_\"B");
+                records_close(r);
+                free(dir);
+        }
+        for (i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+                char *dir = scratch();
+                struct records *r = NULL;
+
+                write_snapshot_text(dir, bad[i]);
+                if (records_open(dir, true, &r, err, sizeof(err)) == 0)
+                        fail_msg("state.json %s loaded", bad[i]);
+                free(dir);
+        }
+}
+
 static void test_files_are_private(void **state)
 {
         char *dir = scratch(), err[256];
@@ -148,6 +206,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_steps_survive_reopen),
                 cmocka_unit_test(test_torn_journal_line_is_ignored),
+                cmocka_unit_test(test_snapshot_layouts),
                 cmocka_unit_test(test_files_are_private),
                 cmocka_unit_test(test_world_writable_state_dir_refused),
                 cmocka_unit_test(test_second_writer_is_refused),
