@@ -45,6 +45,7 @@ struct daemon {
 
 struct batch {
         struct daemon *d;
+        struct rotate_ctx *ctx;         /* shared by the batch's workers: sessions, logins, connections */
         const struct cfg_integration **due;
         size_t n;
         atomic_size_t next;
@@ -73,20 +74,12 @@ static void work_one(struct daemon *d, struct rotate_ctx *ctx, const struct cfg_
 static void *worker(void *arg)
 {
         struct batch *b = arg;
-        struct http_client *http = http_client_new(0, 0);
-        struct rotate_ctx *ctx = NULL;
         size_t i;
 
-        if (http && rotate_ctx_new(b->d->cfg, b->d->rec, http, &ctx) == 0) {
-                while (!stop_requested && (i = atomic_fetch_add(&b->next, 1)) < b->n) {
-                        work_one(b->d, ctx, b->due[i]);
-                        atomic_fetch_add(&b->done, 1);
-                }
-        } else {
-                log_error(NULL, "out of memory starting a rotation worker");
+        while (!stop_requested && (i = atomic_fetch_add(&b->next, 1)) < b->n) {
+                work_one(b->d, b->ctx, b->due[i]);
+                atomic_fetch_add(&b->done, 1);
         }
-        rotate_ctx_free(ctx);
-        http_client_free(http);
         return NULL;
 }
 
@@ -176,9 +169,15 @@ static void run_batch(struct daemon *d, const struct cfg_integration **due, size
 {
         struct batch b = { .d = d, .due = due, .n = n };
         size_t nthreads = (size_t)d->cfg->max_parallel < n ? (size_t)d->cfg->max_parallel : n;
-        pthread_t *t = calloc(nthreads, sizeof(*t));
+        struct http_client *http = http_client_new(0, 0);
+        pthread_t *t = NULL;
         size_t i, started = 0;
 
+        if (!http || rotate_ctx_new(d->cfg, d->rec, http, &b.ctx) < 0) {
+                log_error(NULL, "out of memory starting rotations");
+                goto out;
+        }
+        t = calloc(nthreads, sizeof(*t));
         atomic_init(&b.next, 0);
         atomic_init(&b.done, 0);
         for (i = 0; t && i < nthreads; i++)
@@ -190,7 +189,10 @@ static void run_batch(struct daemon *d, const struct cfg_integration **due, size
                 wait_for_batch(d, &b);
         for (i = 0; i < started; i++)
                 pthread_join(t[i], NULL);
+out:
         free(t);
+        rotate_ctx_free(b.ctx);
+        http_client_free(http);
 }
 
 static size_t collect_due(struct daemon *d, const struct cfg_integration **due, int64_t *ret_next)

@@ -1,6 +1,8 @@
-/* http.c: the only file that calls libcurl.  One easy handle per client so
- * connections and TLS sessions are reused; every option checked; answers
- * capped; idempotent calls retried with capped, jittered backoff. */
+/* http.c: the only file that calls libcurl.  A client is shared by every
+ * thread of the process: it lends each request one of its easy handles, so
+ * open connections are reused, and its handles share TLS sessions and DNS;
+ * every option checked; answers capped; idempotent calls retried with
+ * capped, jittered backoff. */
 #include "autoconfig.h"
 #include "http.h"
 
@@ -22,12 +24,23 @@
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_CAP_MS 5000
 
-struct http_client {
+/* One easy handle and the connections it keeps open. */
+struct conn {
         CURL *easy;
+        struct conn *next;
+};
+
+struct http_client {
+        pthread_mutex_t lock;
+        struct conn *idle;              /* not lent out; the last returned first, its connections warm */
+        CURLSH *share;                  /* TLS sessions and DNS answers of all the handles */
+        pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
         long connect_ms;
         long total_ms;
-        int64_t deadline_ms;
 };
+
+/* The calling thread's deadline (see http_set_deadline). */
+static _Thread_local int64_t thread_deadline_ms;
 
 static atomic_uint_fast64_t requests_sent;
 static const volatile int *stop_flag;
@@ -64,24 +77,53 @@ uint64_t http_request_count(void)
         return atomic_load(&requests_sent);
 }
 
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *userp)
+{
+        struct http_client *c = userp;
+
+        (void)h; (void)access;
+        pthread_mutex_lock(&c->share_lock[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *userp)
+{
+        struct http_client *c = userp;
+
+        (void)h;
+        pthread_mutex_unlock(&c->share_lock[data]);
+}
+
+static CURLcode curl_ready = CURLE_FAILED_INIT;
+
+
+static void init_curl(void)
+{
+        curl_ready = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
 struct http_client *http_client_new(long connect_timeout_ms, long total_timeout_ms)
 {
-        static bool curl_ready;
+        static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
         struct http_client *c;
+        size_t i;
 
-        if (!curl_ready) {
-                if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-                        return NULL;
-                curl_ready = true;
-        }
+        pthread_once(&curl_once, init_curl);
+        if (curl_ready != CURLE_OK)
+                return NULL;
         c = calloc(1, sizeof(*c));
         if (!c)
                 return NULL;
-        c->easy = curl_easy_init();
-        if (!c->easy) {
-                free(c);
-                return NULL;
-        }
+        pthread_mutex_init(&c->lock, NULL);
+        for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+                pthread_mutex_init(&c->share_lock[i], NULL);
+        c->share = curl_share_init();
+        if (!c->share ||
+            curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
+            curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
+            curl_share_setopt(c->share, CURLSHOPT_USERDATA, c) != CURLSHE_OK ||
+            curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
+            curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK)
+                return http_client_free(c);
         c->connect_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 10000;
         c->total_ms = total_timeout_ms > 0 ? total_timeout_ms : 30000;
         return c;
@@ -89,16 +131,62 @@ struct http_client *http_client_new(long connect_timeout_ms, long total_timeout_
 
 struct http_client *http_client_free(struct http_client *c)
 {
-        if (c) {
-                curl_easy_cleanup(c->easy);
-                free(c);
+        struct conn *k, *next;
+        size_t i;
+
+        if (!c)
+                return NULL;
+        for (k = c->idle; k; k = next) {
+                next = k->next;
+                curl_easy_cleanup(k->easy);
+                free(k);
         }
+        if (c->share)
+                curl_share_cleanup(c->share);
+        for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+                pthread_mutex_destroy(&c->share_lock[i]);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
         return NULL;
 }
 
-void http_client_set_deadline(struct http_client *c, int64_t deadline_ms)
+void http_set_deadline(int64_t deadline_ms)
 {
-        c->deadline_ms = deadline_ms;
+        thread_deadline_ms = deadline_ms;
+}
+
+/* A handle for one request: an idle one (its connections stay open between
+ * requests) or a new one; as many exist as requests were ever in flight. */
+static struct conn *conn_take(struct http_client *c)
+{
+        struct conn *k;
+
+        pthread_mutex_lock(&c->lock);
+        k = c->idle;
+        if (k)
+                c->idle = k->next;
+        pthread_mutex_unlock(&c->lock);
+        if (k)
+                return k;
+        k = calloc(1, sizeof(*k));
+        if (!k)
+                return NULL;
+        k->easy = curl_easy_init();
+        /* Kept across curl_easy_reset(), like the connections. */
+        if (!k->easy || curl_easy_setopt(k->easy, CURLOPT_SHARE, c->share) != CURLE_OK) {
+                curl_easy_cleanup(k->easy);
+                free(k);
+                return NULL;
+        }
+        return k;
+}
+
+static void conn_give_back(struct http_client *c, struct conn *k)
+{
+        pthread_mutex_lock(&c->lock);
+        k->next = c->idle;
+        c->idle = k;
+        pthread_mutex_unlock(&c->lock);
 }
 
 void http_response_clear(struct http_response *r)
@@ -250,11 +338,9 @@ fail:
 #define SETOPT(h, opt, val) \
         do { if (curl_easy_setopt((h), (opt), (val)) != CURLE_OK) return -EINVAL; } while (0)
 
-static int set_options(struct http_client *c, const struct http_request *req,
+static int set_options(const struct http_client *c, CURL *h, const struct http_request *req,
                        struct curl_slist *headers, struct sink *sink, char *errbuf)
 {
-        CURL *h = c->easy;
-
         curl_easy_reset(h);     /* keeps the connection and TLS session caches */
         SETOPT(h, CURLOPT_URL, req->url);
         SETOPT(h, CURLOPT_NOSIGNAL, 1L);
@@ -281,6 +367,8 @@ static int set_options(struct http_client *c, const struct http_request *req,
         /* Room for every host a rotation talks to (issuer, stores, their
          * token services), so none is reconnected for want of a slot. */
         SETOPT(h, CURLOPT_MAXCONNECTS, 16L);
+        /* Our bodies are small: the 64 KiB default per handle is wasted. */
+        SETOPT(h, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
         /* libcurl silently resends a request whose reused connection died
          * before an answer.  A call that is not idempotent (token create)
          * may then have been performed twice: count the sends so the caller
@@ -344,19 +432,26 @@ static int perform_once(struct http_client *c, const struct http_request *req,
         char curl_err[CURL_ERROR_SIZE] = "";
         struct curl_slist *headers = NULL;
         struct sink sink = { .resp = resp, .method = req->method };
+        struct conn *k;
         CURLcode cc;
         int r;
 
         r = build_headers(req, &headers);
         if (r < 0)
                 return r;
-        r = set_options(c, req, headers, &sink, curl_err);
+        k = conn_take(c);
+        if (!k) {
+                slist_wipe_free(headers);
+                snprintf(errbuf, errlen, "out of memory");
+                return -ENOMEM;
+        }
+        r = set_options(c, k->easy, req, headers, &sink, curl_err);
         if (r < 0) {
                 snprintf(errbuf, errlen, "cannot set up the request");
                 goto out;
         }
         atomic_fetch_add(&requests_sent, 1);
-        cc = curl_easy_perform(c->easy);
+        cc = curl_easy_perform(k->easy);
         if (cc != CURLE_OK) {
                 r = errno_from_curl(cc, sink.too_big);
                 if (sink.too_big)
@@ -365,15 +460,16 @@ static int perform_once(struct http_client *c, const struct http_request *req,
                         snprintf(errbuf, errlen, "%s", curl_err[0] ? curl_err : curl_easy_strerror(cc));
                 goto out;
         }
-        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+        curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &resp->status);
         r = 0;
 out:
         /* The handle keeps no pointer to our headers or sink past this call
          * (closing a connection later would call on_debug). */
-        curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, NULL);
-        curl_easy_setopt(c->easy, CURLOPT_VERBOSE, 0L);
-        curl_easy_setopt(c->easy, CURLOPT_DEBUGFUNCTION, NULL);
-        curl_easy_setopt(c->easy, CURLOPT_DEBUGDATA, NULL);
+        curl_easy_setopt(k->easy, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(k->easy, CURLOPT_VERBOSE, 0L);
+        curl_easy_setopt(k->easy, CURLOPT_DEBUGFUNCTION, NULL);
+        curl_easy_setopt(k->easy, CURLOPT_DEBUGDATA, NULL);
+        conn_give_back(c, k);
         slist_wipe_free(headers);
         return r;
 }
@@ -513,7 +609,7 @@ int http_do(struct http_client *c, const struct http_request *req,
                 }
                 if (attempt > 0)
                         http_response_clear(resp);
-                gate_wait(req->url, c->deadline_ms);
+                gate_wait(req->url, thread_deadline_ms);
                 r = perform_once(c, req, resp, errbuf, errlen);
                 sends += resp->sends;
                 wait = backoff_ms(attempt, r == 0 ? resp->retry_after : -1);
@@ -522,7 +618,7 @@ int http_do(struct http_client *c, const struct http_request *req,
                         gate_hold(req->url, wait);
                 if (attempt + 1 >= attempts || !should_retry(req, r, resp->status))
                         break;
-                if (c->deadline_ms && now_mono_ms() + wait > c->deadline_ms)
+                if (thread_deadline_ms && now_mono_ms() + wait > thread_deadline_ms)
                         break;
                 if (!(r == 0 && resp->status == 429))
                         sleep_ms(wait);

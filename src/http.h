@@ -33,13 +33,17 @@ struct http_response {
                                          * connection closed, so it may have been performed twice */
 };
 
-/* Timeouts in milliseconds; 0 picks the default (connect 10 s, total 30 s). */
+/* Timeouts in milliseconds; 0 picks the default (connect 10 s, total 30 s).
+ * One client serves every thread: each request borrows one of its handles
+ * (with the connections that handle keeps open), so as many exist as
+ * requests were ever in flight at once; TLS sessions are shared by all. */
 struct http_client *http_client_new(long connect_timeout_ms, long total_timeout_ms);
 struct http_client *http_client_free(struct http_client *c);
 
 /* Set an absolute monotonic deadline (now_mono_ms based, 0 = none) after
- * which no retry is started: --rotate-now's oneshot_timeout. */
-void http_client_set_deadline(struct http_client *c, int64_t deadline_ms);
+ * which no retry is started, for the requests of the calling thread:
+ * --rotate-now's oneshot_timeout of the integration it works on. */
+void http_set_deadline(int64_t deadline_ms);
 
 /* Perform the request.  Returns 0 when an HTTP answer arrived (any status,
  * in resp->status), or a negative code when none did: -ETIMEDOUT,

@@ -5,6 +5,7 @@
 #include "onplana.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +24,16 @@ struct session {
         const struct cfg_account *acct;
         char *access_token;     /* secret */
         int64_t expires_mono_ms;
+        unsigned generation;    /* bumped per login, so a stale 401 drops only its session */
         struct session *next;
 };
 
+/* Shared by every worker: one session per account for the whole process. */
 struct onplana {
         const struct cfg_onplana *cfg;
         struct http_client *http;
+        pthread_mutex_t lock;   /* the session list and each session */
         struct session *sessions;
-        int sends;              /* summed over calls: see http_response.sends */
 };
 
 struct onplana *onplana_new(const struct cfg_onplana *cfg, struct http_client *http)
@@ -40,6 +43,7 @@ struct onplana *onplana_new(const struct cfg_onplana *cfg, struct http_client *h
         if (o) {
                 o->cfg = cfg;
                 o->http = http;
+                pthread_mutex_init(&o->lock, NULL);
         }
         return o;
 }
@@ -55,6 +59,7 @@ struct onplana *onplana_free(struct onplana *o)
                 secret_free(s->access_token);
                 free(s);
         }
+        pthread_mutex_destroy(&o->lock);
         free(o);
         return NULL;
 }
@@ -106,16 +111,18 @@ static int transport_error(const char *what, int r, const char *detail, char *er
 }
 
 /* Perform and check for one of the expected statuses; on success *ret_json
- * holds the parsed body (when the status has one). */
+ * holds the parsed body (when the status has one).  *sends (when not NULL)
+ * adds the times the request went on the wire (see http_response.sends). */
 static int call(struct onplana *o, const char *what, const struct http_request *req,
-                long expect, struct json_object **ret_json, char *err, size_t errlen)
+                long expect, struct json_object **ret_json, int *sends, char *err, size_t errlen)
 {
         struct http_response resp;
         char detail[256];
         int r;
 
         r = http_do(o->http, req, &resp, detail, sizeof(detail));
-        o->sends += resp.sends;
+        if (sends)
+                *sends += resp.sends;
         if (r < 0) {
                 r = transport_error(what, r, detail, err, errlen);
                 goto out;
@@ -186,7 +193,7 @@ static int session_login(struct onplana *o, struct session *s, char *err, size_t
         int64_t expires_in = 3600;
         char url[1024], *body;
         char ferr[128];
-        int r, sends;
+        int r;
 
         body = session_form(s->acct);
         if (!body)
@@ -195,11 +202,7 @@ static int session_login(struct onplana *o, struct session *s, char *err, size_t
         req.url = url;
         req.body = body;
         req.body_len = strlen(body);
-        sends = o->sends;
-        r = call(o, "session", &req, 200, &j, err, errlen);
-        /* o->sends counts a create's copies: a login on the way is not one
-         * (counted, it sent every first create of a session looking for a twin). */
-        o->sends = sends;
+        r = call(o, "session", &req, 200, &j, NULL, err, errlen);
         if (r < 0)
                 goto out;
         r = json_get_str(j, "access_token", &tok, ferr, sizeof(ferr));
@@ -212,6 +215,7 @@ static int session_login(struct onplana *o, struct session *s, char *err, size_t
         s->access_token = secret_dup(tok);
         explicit_bzero((char *)tok, strlen(tok));
         s->expires_mono_ms = now_mono_ms() + (expires_in - SESSION_MARGIN_S) * 1000;
+        s->generation++;
         r = s->access_token ? 0 : -ENOMEM;
 out:
         if (j)
@@ -236,58 +240,73 @@ static struct session *session_for(struct onplana *o, const struct cfg_account *
         return s;
 }
 
-/* "Authorization: Bearer <session>" in a buffer the caller wipes. */
+/* "Authorization: Bearer <session>" in a buffer the caller wipes, and the
+ * session's generation.  The lock is held through a login, so workers
+ * needing the same account wait for one login instead of each making one. */
 static int session_header(struct onplana *o, const struct cfg_account *a, char **ret,
-                          char *err, size_t errlen)
+                          unsigned *ret_gen, char *err, size_t errlen)
 {
-        struct session *s = session_for(o, a);
+        struct session *s;
         size_t n;
-        int r;
+        int r = -ENOMEM;
 
+        pthread_mutex_lock(&o->lock);
+        s = session_for(o, a);
         if (!s)
-                return -ENOMEM;
+                goto out;
         if (!s->access_token || now_mono_ms() >= s->expires_mono_ms) {
                 r = session_login(o, s, err, errlen);
                 if (r < 0)
-                        return r;
+                        goto out;
         }
         n = strlen(s->access_token) + 32;
+        r = -ENOMEM;
         *ret = malloc(n);
         if (!*ret)
-                return -ENOMEM;
+                goto out;
         snprintf(*ret, n, "Authorization: Bearer %s", s->access_token);
-        return 0;
+        *ret_gen = s->generation;
+        r = 0;
+out:
+        pthread_mutex_unlock(&o->lock);
+        return r;
 }
 
-static void session_forget(struct onplana *o, const struct cfg_account *a)
+/* Drop the session that was refused, unless another worker has already
+ * logged in again. */
+static void session_forget(struct onplana *o, const struct cfg_account *a, unsigned gen)
 {
-        struct session *s = session_for(o, a);
+        struct session *s;
 
-        if (s)
+        pthread_mutex_lock(&o->lock);
+        s = session_for(o, a);
+        if (s && s->generation == gen)
                 s->access_token = secret_free(s->access_token);
+        pthread_mutex_unlock(&o->lock);
 }
 
 /* One authenticated call; an expired session (401) is renewed once. */
 static int session_call(struct onplana *o, const struct cfg_account *a, const char *what,
                         struct http_request *req, long expect, struct json_object **ret_json,
-                        char *err, size_t errlen)
+                        int *sends, char *err, size_t errlen)
 {
         const char *headers[3] = { NULL, "Content-Type: application/json", NULL };
         char *auth = NULL;
+        unsigned gen = 0;
         int r, tries;
 
         for (tries = 0; tries < 2; tries++) {
-                r = session_header(o, a, &auth, err, errlen);
+                r = session_header(o, a, &auth, &gen, err, errlen);
                 if (r < 0)
                         return r;
                 headers[0] = auth;
                 req->headers = headers;
                 req->ca_file = o->cfg->ca_file;
-                r = call(o, what, req, expect, ret_json, err, errlen);
+                r = call(o, what, req, expect, ret_json, sends, err, errlen);
                 auth = secret_free(auth);
                 if (r != -EACCES || !strstr(err, "invalid_credentials"))
                         break;
-                session_forget(o, a);
+                session_forget(o, a, gen);
         }
         return r;
 }
@@ -418,7 +437,7 @@ int onplana_create(struct onplana *o, const struct cfg_account *acct, const char
         const char *tok;
         char url[1024], ferr[128];
         char *body;
-        int r;
+        int r, sends = 0;
 
         body = create_body(acct, name, scopes, n_scopes, projects, n_projects, expires_at);
         if (!body)
@@ -427,8 +446,7 @@ int onplana_create(struct onplana *o, const struct cfg_account *acct, const char
         req.url = url;
         req.body = body;
         req.body_len = strlen(body);
-        o->sends = 0;
-        r = session_call(o, acct, "create token", &req, 201, &j, err, errlen);
+        r = session_call(o, acct, "create token", &req, 201, &j, &sends, err, errlen);
         if (r < 0)
                 goto out;
         r = parse_token(j, &t, ferr, sizeof(ferr));
@@ -440,7 +458,7 @@ int onplana_create(struct onplana *o, const struct cfg_account *acct, const char
         }
         t->token = secret_dup(tok);
         explicit_bzero((char *)tok, strlen(tok));
-        if (o->sends > 1) {
+        if (sends > 1) {
                 r = drop_duplicates(o, acct, name, t->id, err, errlen);
                 if (r < 0)
                         goto out;
@@ -473,7 +491,7 @@ static int list_page(struct onplana *o, const struct cfg_account *acct, const ch
         snprintf(url, sizeof(url), "%s/api/v1/tokens?orgId=%s%s%s%s%s", o->cfg->url, eorg,
                  ename ? "&name=" : "", ename ? ename : "", ecur ? "&cursor=" : "", ecur ? ecur : "");
         req.url = url;
-        r = session_call(o, acct, "list tokens", &req, 200, &j, err, errlen);
+        r = session_call(o, acct, "list tokens", &req, 200, &j, NULL, err, errlen);
         if (r < 0)
                 goto out;
         r = json_get_array(j, "tokens", &arr, ferr, sizeof(ferr));
@@ -549,7 +567,7 @@ int onplana_get(struct onplana *o, const struct cfg_account *acct, const char *i
                 return -ENOMEM;
         snprintf(url, sizeof(url), "%s/api/v1/tokens/%s", o->cfg->url, eid);
         req.url = url;
-        r = session_call(o, acct, "get token", &req, 200, &j, err, errlen);
+        r = session_call(o, acct, "get token", &req, 200, &j, NULL, err, errlen);
         if (r == 0) {
                 r = parse_token(j, ret, ferr, sizeof(ferr));
                 if (r < 0)
@@ -573,7 +591,7 @@ int onplana_revoke(struct onplana *o, const struct cfg_account *acct, const char
                 return -ENOMEM;
         snprintf(url, sizeof(url), "%s/api/v1/tokens/%s", o->cfg->url, eid);
         req.url = url;
-        r = session_call(o, acct, "revoke token", &req, 204, NULL, err, errlen);
+        r = session_call(o, acct, "revoke token", &req, 204, NULL, NULL, err, errlen);
         /* An unknown id is already gone, which is all a revocation wants. */
         if (r == -ENOENT)
                 r = 0;
@@ -644,7 +662,7 @@ int onplana_whoami(struct onplana *o, const char *pat, struct onplana_me **ret,
         headers[0] = auth;
         snprintf(url, sizeof(url), "%s/api/v1/me", o->cfg->url);
         req.url = url;
-        r = call(o, "verify token", &req, 200, &j, err, errlen);
+        r = call(o, "verify token", &req, 200, &j, NULL, err, errlen);
         if (r == 0) {
                 r = parse_me(j, ret, ferr, sizeof(ferr));
                 if (r < 0)

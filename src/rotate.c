@@ -7,6 +7,7 @@
 #include "rotate.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,11 +33,15 @@ struct store_handle {
         void *st;
 };
 
+/* Shared by every worker of a run, so sessions and store logins are made
+ * once per account and store (the issuer, the stores and the records are
+ * safe to use from several threads). */
 struct rotate_ctx {
         const struct config *cfg;
         struct records *rec;
         struct http_client *http;
         struct onplana *onp;
+        pthread_mutex_t stores_lock;    /* the first open of each store */
         struct store_handle *stores;    /* one per configured store, opened on first use */
         FILE *plan_out;                 /* where a dry run's plan goes */
 };
@@ -88,6 +93,7 @@ int rotate_ctx_new(const struct config *cfg, struct records *rec, struct http_cl
                 return -ENOMEM;
         ctx->cfg = cfg;
         ctx->rec = rec;
+        pthread_mutex_init(&ctx->stores_lock, NULL);
         ctx->plan_out = stdout;
         ctx->http = http;
         ctx->onp = onplana_new(&cfg->onplana, http);
@@ -115,6 +121,7 @@ struct rotate_ctx *rotate_ctx_free(struct rotate_ctx *ctx)
                         ctx->stores[i].ops->close(ctx->stores[i].st);
         free(ctx->stores);
         onplana_free(ctx->onp);
+        pthread_mutex_destroy(&ctx->stores_lock);
         free(ctx);
         return NULL;
 }
@@ -202,12 +209,12 @@ static int open_store(struct flight *f)
                      f->in->store->name, store_type_name(f->in->store->type));
                 return -ENOTSUP;
         }
-        if (!sh->st) {
-                r = sh->ops->open(sh->cfg, f->ctx->http, &sh->st);
-                if (r < 0) {
-                        fail(f, OUTCOME_FAILED, "%s: cannot open store: %s", sh->cfg->name, strerror(-r));
-                        return r;
-                }
+        pthread_mutex_lock(&f->ctx->stores_lock);
+        r = sh->st ? 0 : sh->ops->open(sh->cfg, f->ctx->http, &sh->st);
+        pthread_mutex_unlock(&f->ctx->stores_lock);
+        if (r < 0) {
+                fail(f, OUTCOME_FAILED, "%s: cannot open store: %s", sh->cfg->name, strerror(-r));
+                return r;
         }
         f->sh = sh;
         return 0;

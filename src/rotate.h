@@ -32,6 +32,9 @@ struct rotate_result {
         char error[768];
 };
 
+/* What the rotations of one run share: the issuer's sessions, the opened
+ * stores (their logins) and the HTTP client.  Safe to use from several
+ * threads at once. */
 struct rotate_ctx;
 
 int rotate_ctx_new(const struct config *cfg, struct records *rec, struct http_client *http,

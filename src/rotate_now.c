@@ -60,13 +60,13 @@ static void sleep_s(int64_t secs)
 
 /* Transient failures are tried again with the policy's backoff until
  * oneshot_timeout, counted from this integration's first attempt. */
-static void rotate_one(struct rotate_ctx *ctx, const struct config *cfg, struct http_client *http,
+static void rotate_one(struct rotate_ctx *ctx, const struct config *cfg,
                        const struct cfg_integration *in, bool dry_run, struct rotate_result *res)
 {
         int64_t start = now_mono_ms(), deadline = start + cfg->oneshot_timeout * 1000;
         int64_t delay = in->policy.retry_min;
 
-        http_client_set_deadline(http, deadline);
+        http_set_deadline(deadline);
         for (;;) {
                 int64_t wait;
 
@@ -83,42 +83,48 @@ static void rotate_one(struct rotate_ctx *ctx, const struct config *cfg, struct 
                 sleep_s(wait);
                 delay = delay * 2 > in->policy.retry_max ? in->policy.retry_max : delay * 2;
         }
-        http_client_set_deadline(http, 0);
+        http_set_deadline(0);
 }
 
 /* What is kept of each integration's rotate_result until the report: the
- * full struct is over a kilobyte, most of it empty buffers. */
+ * full struct is over a kilobyte, most of it empty buffers.  Its strings
+ * share one allocation (thousands of these are kept). */
 struct done {
         enum rotate_outcome outcome;
         int64_t expires_at;
-        char *old_token_id;
-        char *new_token_id;
-        char *version;
-        char *error;            /* failed or incomplete only; NULL: never attempted */
+        const char *old_token_id;
+        const char *new_token_id;
+        const char *version;
+        const char *error;      /* failed or incomplete only; NULL: never attempted */
+        char *strings;          /* what the pointers above point into */
 };
-
-static char *dup_or_null(const char *s)
-{
-        return s && *s ? strdup(s) : NULL;
-}
 
 static void keep(struct done *d, const struct rotate_result *r)
 {
+        bool failed = r->outcome == OUTCOME_FAILED || r->outcome == OUTCOME_INCOMPLETE;
+        const char *src[] = { r->old_token_id, r->new_token_id, r->version,
+                              failed ? (r->error[0] ? r->error : "unknown error") : "" };
+        const char **dst[] = { &d->old_token_id, &d->new_token_id, &d->version, &d->error };
+        size_t len = 0, i;
+        char *p;
+
         d->outcome = r->outcome;
         d->expires_at = r->expires_at;
-        d->old_token_id = dup_or_null(r->old_token_id);
-        d->new_token_id = dup_or_null(r->new_token_id);
-        d->version = dup_or_null(r->version);
-        if (r->outcome == OUTCOME_FAILED || r->outcome == OUTCOME_INCOMPLETE)
-                d->error = strdup(r->error[0] ? r->error : "unknown error");
+        for (i = 0; i < 4; i++)
+                len += src[i][0] ? strlen(src[i]) + 1 : 0;
+        p = d->strings = len ? malloc(len) : NULL;
+        for (i = 0; i < 4; i++) {
+                *dst[i] = NULL;
+                if (p && src[i][0]) {
+                        *dst[i] = p;
+                        p = stpcpy(p, src[i]) + 1;
+                }
+        }
 }
 
 static void done_clear(struct done *d)
 {
-        free(d->old_token_id);
-        free(d->new_token_id);
-        free(d->version);
-        free(d->error);
+        free(d->strings);
 }
 
 static const char *or_dash(const char *s)
@@ -172,12 +178,13 @@ static struct json_object *result_json(const struct cfg_integration *in, const s
         return o;
 }
 
-/* The integrations are shared out to up to max_parallel threads, each with
- * its own HTTP client (connections, sessions); results are reported in
- * configuration order once all are done. */
+/* The integrations are shared out to up to max_parallel threads, which
+ * share one rotation context (sessions, store logins, connections);
+ * results are reported in configuration order once all are done. */
 struct run {
         const struct config *cfg;
         struct records *rec;
+        struct rotate_ctx *ctx;
         const struct cfg_integration **sel;
         struct done *res;
         size_t n;
@@ -189,24 +196,13 @@ struct run {
 static void *run_worker(void *arg)
 {
         struct run *run = arg;
-        struct http_client *http = http_client_new(0, 0);
-        struct rotate_ctx *ctx = NULL;
         struct rotate_result res;
         size_t i;
 
-        if (!http || rotate_ctx_new(run->cfg, run->rec, http, &ctx) < 0) {
-                log_error(NULL, "out of memory");
-                goto out;
-        }
-        if (run->json)
-                rotate_ctx_set_plan_stream(ctx, stderr);
         while ((i = atomic_fetch_add(&run->next, 1)) < run->n) {
-                rotate_one(ctx, run->cfg, http, run->sel[i], run->dry_run, &res);
+                rotate_one(run->ctx, run->cfg, run->sel[i], run->dry_run, &res);
                 keep(&run->res[i], &res);
         }
-out:
-        rotate_ctx_free(ctx);
-        http_client_free(http);
         return NULL;
 }
 
@@ -259,29 +255,33 @@ static int run_all(const struct config *cfg, const struct cli *c, struct records
                    const struct cfg_integration **sel, size_t n)
 {
         struct run run = { .cfg = cfg, .rec = rec, .sel = sel, .n = n, .dry_run = c->dry_run, .json = c->json };
-        int status;
+        struct http_client *http = http_client_new(0, 0);
+        int status = EXIT_FAILED;
         size_t i;
 
         run.res = calloc(n + 1, sizeof(*run.res));
-        if (!run.res) {
-                log_error(NULL, "out of memory");
-                return EXIT_FAILED;
-        }
+        if (!http || !run.res || rotate_ctx_new(cfg, rec, http, &run.ctx) < 0)
+                goto oom;
+        if (c->json)
+                rotate_ctx_set_plan_stream(run.ctx, stderr);
         /* Every entry exists before the threads start: none grows the table. */
         for (i = 0; i < n; i++) {
                 run.res[i].outcome = OUTCOME_FAILED;     /* error NULL: not attempted */
-                if (!records_get(rec, sel[i]->name)) {
-                        free(run.res);
-                        log_error(NULL, "out of memory");
-                        return EXIT_FAILED;
-                }
+                if (!records_get(rec, sel[i]->name))
+                        goto oom;
         }
         atomic_init(&run.next, 0);
         run_parallel(&run);
         status = report(c, &run);
-        for (i = 0; i < n; i++)
+        goto out;
+oom:
+        log_error(NULL, "out of memory");
+out:
+        for (i = 0; run.res && i < n; i++)
                 done_clear(&run.res[i]);
         free(run.res);
+        rotate_ctx_free(run.ctx);
+        http_client_free(http);
         return status;
 }
 

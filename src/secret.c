@@ -45,17 +45,17 @@ static int read_all(int fd, char *buf, size_t cap, size_t *ret_len)
                 if (n == 0)
                         break;
                 len += (size_t)n;
+                *ret_len = len;         /* what to wipe, even on failure */
                 if (len == cap)
                         return -EFBIG;
         }
-        *ret_len = len;
         return 0;
 }
 
 int secret_read_file(const char *path, char **ret)
 {
         char *buf = NULL;
-        size_t len = 0;
+        size_t got = 0, len;
         int fd, r;
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -66,9 +66,10 @@ int secret_read_file(const char *path, char **ret)
                 r = -ENOMEM;
                 goto out;
         }
-        r = read_all(fd, buf, SECRET_FILE_MAX, &len);
+        r = read_all(fd, buf, SECRET_FILE_MAX, &got);
         if (r < 0)
                 goto out;
+        len = got;
         while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
                 len--;
         if (len == 0 || memchr(buf, '\0', len)) {
@@ -76,12 +77,18 @@ int secret_read_file(const char *path, char **ret)
                 goto out;
         }
         buf[len] = '\0';
-        *ret = buf;
-        buf = NULL;
+        /* Keep only what the file held: a process with many integrations
+         * holds many of these for its lifetime. */
+        *ret = malloc(len + 1);
+        if (!*ret) {
+                r = -ENOMEM;
+                goto out;
+        }
+        memcpy(*ret, buf, len + 1);
         r = 0;
 out:
         if (buf) {
-                explicit_bzero(buf, SECRET_FILE_MAX + 1);
+                explicit_bzero(buf, got);
                 free(buf);
         }
         close(fd);

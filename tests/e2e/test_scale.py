@@ -37,12 +37,22 @@ def check_all_rotated(env, ns, previous=None):
     return current
 
 
+def logins(server, path):
+    return sum(e["method"] == "POST" and e["path"] == path for e in server.log())
+
+
 @pytest.mark.parametrize("parallel", [1, 6])
-def test_many_integrations_rotate_correctly(env, parallel, no_leaks):
+def test_many_integrations_rotate_correctly(env, vault, parallel, no_leaks):
     ns = names(24)
     env.configure([env.integration(n) for n in ns], max_parallel=parallel)
+    env.onplana.clear_log()
+    vault.clear_log()
     r = env.patrol.run("--rotate-now", "--json")
     assert r.rc == 0, r
+    # The workers share one Onplana session per account and one Vault login
+    # per store, however many run at once.
+    assert logins(env.onplana, "/oauth/token") == 1
+    assert logins(vault, "/v1/auth/approle/login") == 1
     res = r.json()["results"]
     assert [x["integration"] for x in res] == ns          # configuration order, whatever the threads did
     assert all(x["result"] == "rotated" for x in res)
