@@ -616,9 +616,10 @@ static int read_prev(struct flight *f, struct store_value *prev)
         return r;
 }
 
-/* A managed secret whose metadata does not name its token (e.g. raw
- * metadata describing a write that never landed): ask Onplana. */
-static int identify(struct flight *f, const char *token, char **ret_id)
+/* The id of the token a store holds, asked of Onplana (/me).  A token
+ * Onplana refuses is no token: *ret_id = NULL and a warning.  what says
+ * why we ask: "identify" or "adopt". */
+static int token_id_of(struct flight *f, const char *what, const char *token, char **ret_id)
 {
         struct onplana_me *me = NULL;
         char err[512];
@@ -626,49 +627,37 @@ static int identify(struct flight *f, const char *token, char **ret_id)
 
         *ret_id = NULL;
         if (r == -EACCES) {
-                log_warning(f->in->name, "the token in %s is no longer valid (%s)", f->in->secret, err);
+                log_warning(f->in->name, "%s %s: the token there is not valid (%s)", what, f->in->secret, err);
                 return 0;
         }
         if (r < 0) {
-                fail(f, OUTCOME_FAILED, "identify the token in %s: %s", f->in->secret, err);
+                fail(f, OUTCOME_FAILED, "%s %s: %s", what, f->in->secret, err);
                 f->res->transient = r == -EAGAIN;
                 return r;
         }
         *ret_id = strdup(me->token_id);
         onplana_me_free(me);
-        return 0;
+        return *ret_id ? 0 : -ENOMEM;
+}
+
+/* A managed secret whose metadata does not name its token (e.g. raw
+ * metadata describing a write that never landed): ask Onplana. */
+static int identify(struct flight *f, const char *token, char **ret_id)
+{
+        return token_id_of(f, "identify", token, ret_id);
 }
 
 /* A secret without the marker is someone else's unless adopt = true; then
  * its token is the current one, identified through /me. */
 static int adopt_or_refuse(struct flight *f, const struct store_value *prev, char **ret_old_id)
 {
-        struct onplana_me *me = NULL;
-        char err[512];
-        int r;
-
         if (!f->in->adopt) {
                 fail(f, OUTCOME_FAILED, "%s: secret %s exists and is not managed by patrol; "
                      "set adopt = true to take it over", f->in->store->name, f->in->secret);
                 return -EEXIST;
         }
-        if (!prev->token) {
-                *ret_old_id = NULL;
-                return 0;
-        }
-        r = onplana_whoami(f->ctx->onp, prev->token, &me, err, sizeof(err));
-        if (r == -EACCES) {
-                log_warning(f->in->name, "adopting %s: the token found there is not valid (%s)", f->in->secret, err);
-                *ret_old_id = NULL;
-                return 0;
-        }
-        if (r < 0) {
-                fail(f, OUTCOME_FAILED, "adopt %s: %s", f->in->secret, err);
-                return r;
-        }
-        *ret_old_id = strdup(me->token_id);
-        onplana_me_free(me);
-        return 0;
+        *ret_old_id = NULL;
+        return prev->token ? token_id_of(f, "adopt", prev->token, ret_old_id) : 0;
 }
 
 static void print_plan(struct flight *f, const struct store_value *prev, const char *old_id, int64_t now)
@@ -782,16 +771,14 @@ static void recover_before_write(struct flight *f)
         }
         /* A crash between the store's write and its record: the store
          * holds the new token, so finish instead of revoking it. */
-        if (held > 0) {
-                rec_set(&f->ri->new_version, version);
-                free(version);
-                f->ri->step = STEP_WRITTEN;
-                if (save(f, "recovered-written") < 0)
-                        return;
-        } else {
+        if (held == 0) {
                 undo(f);
                 return;
         }
+        rec_set(&f->ri->new_version, version);
+        free(version);
+        f->ri->step = STEP_WRITTEN;
+        (void)save(f, "recovered-written");     /* on failure it said why */
 }
 
 static void recover_flight(struct flight *f, int64_t now)
