@@ -2,6 +2,7 @@
  * until the earliest of these times. */
 #include "schedule.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -40,18 +41,27 @@ static uint64_t fnv1a(uint64_t h, const char *s)
         return h;
 }
 
+/* The host name, read once: the daemon computes every integration's due
+ * time at each wake-up, and the splay must not change under it anyway. */
+static char host_name[256];
+static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+
+static void read_host_name(void)
+{
+        (void)gethostname(host_name, sizeof(host_name) - 1);
+}
+
 int64_t schedule_splay(const struct cfg_integration *in)
 {
         int64_t cap = in->policy.renew_before * 3 / 100;
-        char host[256] = "";
         uint64_t h;
 
         if (cap > 3600)
                 cap = 3600;
         if (cap <= 0)
                 return 0;
-        (void)gethostname(host, sizeof(host) - 1);
-        h = fnv1a(fnv1a(14695981039346656037ULL, host), in->name);
+        pthread_once(&host_once, read_host_name);
+        h = fnv1a(fnv1a(14695981039346656037ULL, host_name), in->name);
         return (int64_t)(h % (uint64_t)(cap + 1));
 }
 
