@@ -29,7 +29,7 @@
 #include "schedule.h"
 
 /* Checked by http.c between attempts and during transfers. */
-static volatile int stop_requested;
+static atomic_int stop_requested;      /* set by the main thread, read by the workers */
 
 struct daemon {
         const char *config_path;

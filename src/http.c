@@ -43,7 +43,7 @@ struct http_client {
 static _Thread_local int64_t thread_deadline_ms;
 
 static atomic_uint_fast64_t requests_sent;
-static const volatile int *stop_flag;
+static const atomic_int *stop_flag;
 
 /* Per host (scheme://host:port), the monotonic time before which no request
  * is sent there, shared by every client in the process: set by a 429. */
@@ -56,14 +56,14 @@ static struct gate gates[GATE_HOSTS];
 static size_t n_gates;
 static pthread_mutex_t gates_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void http_set_stop_flag(const volatile int *flag)
+void http_set_stop_flag(const atomic_int *flag)
 {
         stop_flag = flag;
 }
 
 static bool stopping(void)
 {
-        return stop_flag && *stop_flag;
+        return stop_flag && atomic_load(stop_flag);
 }
 
 static int on_progress(void *p, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)

@@ -2,6 +2,7 @@
  * capped; idempotent calls are retried on connection errors, 5xx and 429. */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,7 +63,7 @@ char *http_escape(const char *s);
 /* The daemon's stop flag: when it becomes non-zero, transfers in progress
  * are aborted (-ECANCELED) and no retry is started, so SIGTERM is obeyed
  * within a second even in the middle of a slow call. */
-void http_set_stop_flag(const volatile int *flag);
+void http_set_stop_flag(const atomic_int *flag);
 
 /* A 429 from a host holds back every request to that host, from every
  * thread, until its Retry-After (or backoff) has passed: the whole pool

@@ -66,6 +66,25 @@ passed=$((passed + $(grep -cE '^ok ' build/valgrind-e2e.tap)))
 failed=$((failed + $(grep -cE '^not ok' build/valgrind-e2e.tap)))
 grep -qE '^1\.\.[1-9]' build/valgrind-e2e.tap || { echo "valgrind e2e ran no test"; failed=$((failed + 1)); status=1; }
 
+# ThreadSanitizer: the runs in which worker threads share the issuer's
+# sessions, the stores' logins, the HTTP client and the records, and the
+# daemon's workers with its main thread: a data race makes patrol exit 66.
+echo "=== tsan"
+mkdir -p build/tsan
+if (cd build/tsan && "$top/configure" -q --enable-werror --enable-crash-points \
+        CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" >configure.out 2>&1 &&
+    make -j"$(nproc)" src/patrol >make.out 2>&1); then
+    TSAN_OPTIONS="halt_on_error=1:exitcode=66" PATROL_SRCDIR="$top" PATROL_BUILDDIR="$top/build/tsan" \
+        tests/run-e2e.sh -k "test_scale or rotate_vault or rotate_aws or rotate_azure or (test_daemon and not wake_up)" \
+        >build/tsan-e2e.tap 2>build/tsan-e2e.log
+    grep -E '^not ok' build/tsan-e2e.tap && status=1
+    passed=$((passed + $(grep -cE '^ok ' build/tsan-e2e.tap)))
+    failed=$((failed + $(grep -cE '^not ok' build/tsan-e2e.tap)))
+    grep -qE '^1\.\.[1-9]' build/tsan-e2e.tap || { echo "tsan e2e ran no test"; failed=$((failed + 1)); status=1; }
+else
+    tail -30 build/tsan/configure.out build/tsan/make.out; failed=$((failed + 1)); status=1
+fi
+
 # The release tarball builds and passes its tests from a clean tree.
 echo "=== distcheck"
 if make -C build/gcc distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-crash-points >build/distcheck.out 2>&1; then

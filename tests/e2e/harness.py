@@ -368,7 +368,7 @@ class Patrol:
                "LANG": "C.UTF-8",
                # Not UTC on purpose: every time patrol writes must still be UTC.
                "TZ": "EST5EDT"}
-        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "MALLOC_CHECK_",
+        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS", "MALLOC_CHECK_",
                   "MALLOC_PERTURB_"):
             if k in os.environ:
                 env[k] = os.environ[k]
