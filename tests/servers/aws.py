@@ -121,8 +121,12 @@ from botocore.credentials import Credentials  # noqa: E402
 ACCOUNT = "123456789012"
 DEFAULT_REGION = "eu-west-1"
 STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
-AUTH_RE = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/,\s]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request,\s*"
-                     r"SignedHeaders=([a-z0-9;\-]+),\s*Signature=([0-9a-f]{64})")
+AUTH_HEAD = (r"AWS4-HMAC-SHA256 Credential=([^/,\s]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request,\s*"
+             r"SignedHeaders=([a-z0-9;\-]+),\s*")
+AUTH_RE = re.compile(AUTH_HEAD + r"Signature=([0-9a-f]{64})")
+AUTH_HEAD_RE = re.compile(AUTH_HEAD)
+AUTH_TAIL_RE = re.compile(r"Signature=[0-9a-f]{64}")
+AMZ_DATE_RE = re.compile(r"\d{8}T\d{6}Z")
 SESSION_NAME_RE = re.compile(r"[\w+=,.@-]{2,64}")
 SM_TYPES = {400: "InvalidRequestException", 401: "UnrecognizedClientException",
             403: "AccessDeniedException", 404: "ResourceNotFoundException",
@@ -133,6 +137,81 @@ SM_ACTIONS = ("CreateSecret", "GetSecretValue", "PutSecretValue", "UpdateSecretV
               "DescribeSecret", "TagResource", "UntagResource", "DeleteSecret", "RestoreSecret",
               "ListSecretVersionIds")
 STS_ACTIONS = ("AssumeRole", "AssumeRoleWithWebIdentity", "GetCallerIdentity")
+
+
+_AMZ_DATES = {}
+
+
+def amz_date_epoch(date):
+    """Epoch seconds of an X-Amz-Date (strptime's answer, or its ValueError), remembered:
+    a client signs many requests within the same second."""
+    t = _AMZ_DATES.get(date)
+    if t is None:
+        t = datetime.datetime.strptime(date, "%Y%m%dT%H%M%SZ") \
+                    .replace(tzinfo=datetime.timezone.utc).timestamp()
+        if len(_AMZ_DATES) >= 4096:
+            _AMZ_DATES.clear()
+        _AMZ_DATES[date] = t
+    return t
+
+
+_AUTH_HEADS = {}
+
+
+def match_authorization(value):
+    """AUTH_RE.fullmatch(value).groups(), or None.  A match ends with "Signature=" and 64
+    hex digits (74 characters), so it is a match of AUTH_HEAD on what comes before them,
+    which is the same for all the requests of a day: that part is matched once."""
+    if len(value) < 74 or AUTH_TAIL_RE.fullmatch(value, len(value) - 74) is None:
+        return None
+    head = value[:-74]
+    groups = _AUTH_HEADS.get(head)
+    if groups is None:
+        m = AUTH_HEAD_RE.fullmatch(head)
+        groups = m.groups() if m else ()
+        if len(_AUTH_HEADS) >= 1024:
+            _AUTH_HEADS.clear()
+        _AUTH_HEADS[head] = groups
+    return groups + (value[-64:],) if groups else None
+
+
+_HMAC_PADS = {}
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def hmac_sha256_hex(key, msg):
+    """hmac.new(key, msg, sha256).hexdigest(), with the two padded-key states of each key
+    computed once (copying them costs less than setting up an HMAC)."""
+    pads = _HMAC_PADS.get(key)
+    if pads is None:
+        k = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        pads = (hashlib.sha256(k.translate(_IPAD)), hashlib.sha256(k.translate(_OPAD)))
+        if len(_HMAC_PADS) >= 1024:
+            _HMAC_PADS.clear()
+        _HMAC_PADS[key] = pads
+    inner = pads[0].copy()
+    inner.update(msg)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()
+
+
+_SIGNING_KEYS = {}
+
+
+def signing_key(secret, day, region, service):
+    """SigV4's derived key: the same for every request of a day (remembered)."""
+    k = (secret, day, region, service)
+    key = _SIGNING_KEYS.get(k)
+    if key is None:
+        key = ("AWS4" + secret).encode()
+        for part in (day, region, service, "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        if len(_SIGNING_KEYS) >= 1024:
+            _SIGNING_KEYS.clear()
+        _SIGNING_KEYS[k] = key
+    return key
 
 
 def iso(t):
@@ -277,12 +356,12 @@ class AWS(common.Service):
         return SmError(403 if kind == "incomplete" else 400, code, message)
 
     def parse_authorization(self, req, sts):
-        m = AUTH_RE.fullmatch((req.headers.get("Authorization") or "").strip())
+        m = match_authorization((req.headers.get("Authorization") or "").strip())
         date = req.headers.get("X-Amz-Date") or ""
-        if not m or not re.fullmatch(r"\d{8}T\d{6}Z", date):
+        if not m or not AMZ_DATE_RE.fullmatch(date):
             raise self.sig_error(sts, "incomplete", "Authorization header requires 'Credential', "
                                  "'Signature' and 'SignedHeaders' parameters and an X-Amz-Date header.")
-        akid, day, region, service, signed, signature = m.groups()
+        akid, day, region, service, signed, signature = m
         if day != date[:8]:
             raise self.sig_error(sts, "mismatch", "Credential scope date does not match X-Amz-Date")
         return akid, region, service, signed.split(";"), signature, date
@@ -294,8 +373,7 @@ class AWS(common.Service):
                                  f"service '{want}'.")
         if "host" not in signed or "x-amz-date" not in signed:
             raise self.sig_error(sts, "incomplete", "Host and X-Amz-Date must be signed headers")
-        t = datetime.datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
-        if abs(t.timestamp() - self.now()) > self.config["max_skew"]:
+        if abs(amz_date_epoch(date) - self.now()) > self.config["max_skew"]:
             raise self.sig_error(sts, "mismatch", f"Signature expired: {date} is now earlier or later "
                                  f"than {iso(self.now() - self.config['max_skew'])} (service clock)")
 
@@ -318,23 +396,22 @@ class AWS(common.Service):
         """SigV4 as botocore computes it, for POST / without a query (None otherwise)."""
         if req.path != "/" or req.query_string:
             return None
+        names = sorted(set(signed))
         lines = []
-        for name in sorted(set(signed)):
+        for name in names:
             values = req.headers.get_all(name)
             if not values:
                 return None
             lines.append(f"{name}:{' '.join(','.join(values).split())}")
         body_sum = req.headers.get("X-Amz-Content-SHA256") if "x-amz-content-sha256" in signed else None
         canonical = "\n".join([req.method.upper(), "/", "", "\n".join(lines) + "\n",
-                               ";".join(sorted(set(signed))),
+                               ";".join(names),
                                body_sum or hashlib.sha256(req.body or b"").hexdigest()])
         scope = f"{date[:8]}/{region}/{service}/aws4_request"
         to_sign = "\n".join(["AWS4-HMAC-SHA256", date, scope,
                              hashlib.sha256(canonical.encode()).hexdigest()])
-        key = ("AWS4" + ident.secret).encode()
-        for part in (date[:8], region, service, "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        key = signing_key(ident.secret, date[:8], region, service)
+        return hmac_sha256_hex(key, to_sign.encode())
 
     def authenticate(self, req, sts=False):
         """The Identity that signed req (raises AWS's error otherwise)."""
@@ -447,7 +524,7 @@ class AWS(common.Service):
             out.content_type = "application/x-amz-json-1.1" if out.body else None
         if rule:
             raise self.fault_error(rule, sts)
-        out.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        out.headers["x-amzn-RequestId"] = common.uuid4_str()
         return out
 
     # ------------------------------------------------------------ STS

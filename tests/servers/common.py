@@ -136,23 +136,101 @@ class Response:
         self.content_type = content_type or ("application/json" if self.body else None)
 
 
+# json.dumps(obj, separators=(",", ":")) builds a JSONEncoder per call, whose encode()
+# then builds a C encoder (json.encoder.c_make_encoder) per call: each thread keeps the C
+# encoder that encode() would build (its circular-reference marks are per thread, and it
+# is dropped after an error, which can leave marks behind).
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_JSON_DECODER = json.JSONDecoder()      # json.loads's own default decoder
+_JSON_SCAN = _JSON_DECODER.scan_once
+_JSON_LOCAL = threading.local()
+
+
+def _c_json_encoder():
+    e = _JSON_ENCODER
+    return json.encoder.c_make_encoder(
+        {}, e.default, json.encoder.encode_basestring_ascii, e.indent, e.key_separator,
+        e.item_separator, e.sort_keys, e.skipkeys, e.allow_nan)
+
+
 def json_bytes(obj):
-    return json.dumps(obj, separators=(",", ":")).encode()
+    if isinstance(obj, str) or json.encoder.c_make_encoder is None:
+        return _JSON_ENCODER.encode(obj).encode()
+    enc = getattr(_JSON_LOCAL, "encoder", None)
+    if enc is None:
+        enc = _JSON_LOCAL.encoder = _c_json_encoder()
+    try:
+        return "".join(enc(obj, 0)).encode()
+    except BaseException:
+        _JSON_LOCAL.encoder = None
+        raise
+
+
+def json_decode(text):
+    """_JSON_DECODER.decode(text): without JSON blanks at either end, the document must
+    run from the first character to the last (else ValueError, as decode raises)."""
+    if text and text[0] not in " \t\n\r" and text[-1] not in " \t\n\r":
+        try:
+            obj, end = _JSON_SCAN(text, 0)
+        except StopIteration as err:
+            raise json.JSONDecodeError("Expecting value", text, err.value) from None
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+        return obj
+    return _JSON_DECODER.decode(text)
+
+
+def uuid4_str(hex_only=False):
+    """str(uuid.uuid4()) (or uuid.uuid4().hex) without the UUID object: the same 16 bytes of
+    os.urandom with the same version and variant bits."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    if hex_only:
+        return h
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def json_response(status, obj, headers=None):
     return Response(status, json_bytes(obj), headers, "application/json")
 
 
+_QUERY_CACHE = {}
+
+
 class Request:
     def __init__(self, method, path, query_string, headers, body):
         self.method, self.path, self.query_string = method, path, query_string
         self.headers, self.body = headers, body
-        self.query_all = parse_qs(query_string, keep_blank_values=True)
-        self.query = {k: v[0] for k, v in self.query_all.items()}
+        if query_string:
+            # parse_qs of a query string is always the same: parsed once, copied after
+            query = _QUERY_CACHE.get(query_string)
+            if query is None:
+                query = {k: v[0] for k, v in
+                         parse_qs(query_string, keep_blank_values=True).items()}
+                if len(_QUERY_CACHE) >= 4096:
+                    _QUERY_CACHE.clear()
+                _QUERY_CACHE[query_string] = query
+            self.query = dict(query)
+        else:                      # what parse_qs answers for "", without its work
+            self.query = {}
+        self._query_all = None
         self.params = {}
         self.auth = None           # service's note on the credential kind, for the log
         self._json = None
+
+    @property
+    def query_all(self):
+        """Every value of each name (parse_qs), computed when first asked for."""
+        if self._query_all is None:
+            self._query_all = (parse_qs(self.query_string, keep_blank_values=True)
+                               if self.query_string else {})
+        return self._query_all
+
+    @query_all.setter
+    def query_all(self, value):
+        self._query_all = value
 
     def json(self, required=True):
         """The body as JSON; ApiError 400 invalid_request when it is not."""
@@ -161,8 +239,14 @@ class Request:
                 if not required:
                     return None
                 raise ApiError(400, "invalid_request", "request body required")
+            body = self.body
             try:
-                self._json = json.loads(self.body)
+                if len(body) >= 4 and 0 < body[0] < 0x80 and body[1]:
+                    # json.loads(body) without its layers: these first bytes are what its
+                    # detect_encoding takes for UTF-8 (no BOM, no NUL of UTF-16/32)
+                    self._json = json_decode(body.decode("utf-8", "surrogatepass"))
+                else:
+                    self._json = json.loads(body)
             except ValueError:
                 raise ApiError(400, "invalid_request", "body is not valid JSON")
         return self._json
@@ -195,6 +279,20 @@ class Request:
         except (ValueError, UnicodeDecodeError):
             return None
         return (user, pw) if sep else None
+
+
+def _literal_prefix(pattern):
+    """The characters every full match of the regex pattern starts with ("" when unsure):
+    the leading run of plain characters, without the last one when a quantifier follows,
+    and nothing at all when the pattern has an alternation."""
+    if "|" in pattern:
+        return ""
+    n = 0
+    while n < len(pattern) and pattern[n] not in ".^$*+?{}[]\\|()":
+        n += 1
+    if n < len(pattern) and pattern[n] in "*+?{":
+        n -= 1
+    return pattern[:max(n, 0)]
 
 
 def route(method, pattern):
@@ -285,6 +383,8 @@ class Faults:
 
 
 class RequestLog:
+    """Entries are kept as tuples (seq, time, method, path, query, status, fault, auth)
+    and become the /_test/log dicts only when asked for: a request pays one tuple."""
     def __init__(self):
         self.lock = threading.Lock()
         self.entries = collections.deque(maxlen=LOG_MAX)
@@ -293,13 +393,13 @@ class RequestLog:
     def add(self, method, path, query, status, fault, auth):
         with self.lock:
             self.seq += 1
-            self.entries.append({"seq": self.seq, "time": round(time.time(), 3),
-                                 "method": method, "path": path, "query": query,
-                                 "status": status, "fault": fault, "auth": auth})
+            self.entries.append((self.seq, time.time(), method, path, query, status, fault, auth))
 
     def since(self, seq):
         with self.lock:
-            return [e for e in self.entries if e["seq"] > seq]
+            entries = [e for e in self.entries if e[0] > seq] if seq > 0 else list(self.entries)
+        return [{"seq": e[0], "time": round(e[1], 3), "method": e[2], "path": e[3],
+                 "query": e[4], "status": e[5], "fault": e[6], "auth": e[7]} for e in entries]
 
     def clear(self):
         with self.lock:
@@ -319,11 +419,15 @@ class Service:
         self.log = RequestLog()
         self.clock_offset = 0.0
         self.generation = 0      # bumped by /_test/reset: requests from before it are void
+        self.control_generation = 0   # bumped by every control (/_test/) request: see memo()
+        self._memo, self._memo_generation = {}, 0
         self._routes = []
+        self._route_cache = {}   # (method, path) -> what the scan of _routes finds
         for attr in dir(type(self)):
             fn = getattr(type(self), attr, None)
             for method, pattern in getattr(fn, "_routes", ()):
-                self._routes.append((method, re.compile(pattern), getattr(self, attr)))
+                self._routes.append((method, re.compile(pattern), getattr(self, attr),
+                                     _literal_prefix(pattern)))
         with self.lock:
             self.reset_state()
 
@@ -352,18 +456,47 @@ class Service:
         return time.time() + self.clock_offset
 
     # -- dispatch
-    def dispatch(self, req):
-        allowed = False
-        for method, rx, fn in self._routes:
-            m = rx.fullmatch(req.path)
+    def find_route(self, method, path):
+        """(handler, params) of the first route whose regex fully matches path and whose
+        method is method; (None, True) when only other methods match (405), (None, False)
+        when nothing does (404).  The routes never change, so the answer for a (method,
+        path) is computed once (the cache is emptied when it grows large)."""
+        key = (method, path)
+        hit = self._route_cache.get(key)
+        if hit is not None:
+            return hit
+        hit = (None, False)
+        for rmethod, rx, fn, prefix in self._routes:
+            if not path.startswith(prefix):        # cannot match: skip the regex
+                continue
+            m = rx.fullmatch(path)
             if m is None:
                 continue
-            if method != req.method:
-                allowed = True
+            if rmethod != method:
+                hit = (None, True)
                 continue
-            req.params = m.groupdict()
+            hit = (fn, m.groupdict())
+            break
+        if len(self._route_cache) >= 8192:
+            self._route_cache.clear()
+        self._route_cache[key] = hit
+        return hit
+
+    def memo(self):
+        """A dict for a service to remember answers that only the control API changes
+        (call under self.lock): it is emptied after any control request."""
+        if self._memo_generation != self.control_generation or len(self._memo) >= 16384:
+            self._memo, self._memo_generation = {}, self.control_generation
+        return self._memo
+
+    def dispatch(self, req):
+        fn, params = self.find_route(req.method, req.path)
+        if fn is not None:
+            req.params = dict(params)
             try:
                 with self.lock:
+                    if req.path.startswith("/_test/"):
+                        self.control_generation += 1
                     out = fn(req)
             except ApiError as e:
                 return self.error_response(req, e.status, e.code, e.message, e.headers)
@@ -372,7 +505,7 @@ class Service:
             if out is None:
                 return Response(204)
             return json_response(200, out)
-        if allowed:
+        if params:
             return self.error_response(req, 405, "method_not_allowed",
                                        f"{req.method} not allowed on {req.path}")
         return self.error_response(req, 404, "not_found", f"no route for {req.path}")
@@ -467,23 +600,24 @@ class FastHeaders:
     """Request headers as --bench parses them (fast_parse_headers): the part of
     email.message.Message the servers use, with its answers (case-insensitive names,
     first match for get, every match in order for get_all)."""
-    __slots__ = ("_pairs",)
+    __slots__ = ("_pairs", "_lower", "_first")
 
     def __init__(self, pairs):
         self._pairs = pairs
+        self._lower = lower = [(k.lower(), v) for k, v in pairs]
+        self._first = dict(reversed(lower))    # lower-case name -> its first value
 
     def get(self, name, failobj=None):
-        n = name.lower()
-        for k, v in self._pairs:
-            if k.lower() == n:
-                return v
-        return failobj
+        return self._first.get(name.lower(), failobj)
 
     __getitem__ = get
 
     def get_all(self, name, failobj=None):
         n = name.lower()
-        return [v for k, v in self._pairs if k.lower() == n] or failobj
+        if len(self._first) == len(self._lower):     # no name twice: one value at most
+            v = self._first.get(n)
+            return failobj if v is None else [v]
+        return [v for k, v in self._lower if k == n] or failobj
 
     def __contains__(self, name):
         return self.get(name) is not None
@@ -519,9 +653,42 @@ def fast_parse_headers(fp, _class=None):
             pairs[-1] = (k, v + "\r\n" + text.rstrip("\r\n"))
             continue
         name, sep, value = text.partition(":")
-        if not sep or not name or any(c in name for c in " \t"):
+        if not sep or not name or " " in name or "\t" in name:
             break
         pairs.append((name, value.lstrip(" \t").rstrip("\r\n")))
+    return FastHeaders(pairs)
+
+
+def fast_header_block(fp):
+    """fast_parse_headers for the usual case, in one piece: when the whole header block
+    is already in fp's buffer and is made of plain CRLF-ended lines (fewer than the line
+    reader's limit), it is consumed and taken apart at once, with the same answers.
+    None (nothing consumed) otherwise: the line reader then does it."""
+    peek = getattr(fp, "peek", None)
+    if peek is None:
+        return None
+    buf = peek()
+    if buf[:2] == b"\r\n":                   # no header at all
+        fp.read(2)
+        return FastHeaders([])
+    end = buf.find(b"\r\n\r\n")
+    if end < 0 or end > 60000:
+        return None
+    block = buf[:end]
+    n = block.count(b"\n")
+    if n >= 98 or block.count(b"\r\n") != n or block.count(b"\r") != n:
+        return None
+    fp.read(end + 4)
+    pairs = []
+    for text in block.decode("iso-8859-1").split("\r\n"):
+        if text[:1] in (" ", "\t") and pairs:
+            k, v = pairs[-1]
+            pairs[-1] = (k, v + "\r\n" + text)
+            continue
+        name, sep, value = text.partition(":")
+        if not sep or not name or " " in name or "\t" in name:
+            break
+        pairs.append((name, value.lstrip(" \t")))
     return FastHeaders(pairs)
 
 
@@ -544,6 +711,42 @@ class Handler(BaseHTTPRequestHandler):
             _DATE[1] = super().date_time_string(now)
             _DATE[0] = now
         return _DATE[1]
+
+    def bench_parse_request(self):
+        """parse_request for --bench: a "METHOD TARGET HTTP/1.1" request line and a header
+        block already buffered (fast_header_block) are taken apart here, with the same
+        answers as BaseHTTPRequestHandler.parse_request, which does everything else."""
+        raw = self.raw_requestline
+        if raw[-11:] != b" HTTP/1.1\r\n":
+            return BaseHTTPRequestHandler.parse_request(self)
+        requestline = str(raw, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if len(words) != 3:
+            return BaseHTTPRequestHandler.parse_request(self)
+        headers = fast_header_block(self.rfile)
+        if headers is None:
+            return BaseHTTPRequestHandler.parse_request(self)
+        self.requestline = requestline
+        self.request_version = "HTTP/1.1"
+        self.close_connection = False          # HTTP/1.1 keeps the connection by default
+        self.command, path = words[0], words[1]
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
+        self.path = path
+        self.headers = headers
+        conntype = headers.get("Connection", "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive":
+            self.close_connection = False
+        if headers.get("Expect", "").lower() == "100-continue":
+            if not self.handle_expect_100():
+                return False
+        return True
+
+    def log_request(self, code="-", size="-"):
+        if self.server.verbose:             # else log_message prints nothing: skip the work
+            super().log_request(code, size)
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
@@ -602,8 +805,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self):
         svc = self.server.service
-        url = urlsplit(self.path)
-        path, query = url.path, url.query
+        raw = self.path
+        if raw[:1] == "/" and raw[:2] != "//" and "#" not in raw:
+            path, _, query = raw.partition("?")     # what urlsplit answers for these
+        else:
+            url = urlsplit(raw)
+            path, query = url.path, url.query
         body = self._read_body()
         if body is None:
             self.close_connection = True
@@ -613,8 +820,17 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/_test/"):
             self._send(self._safe(svc, req))
             return
-        rule = svc.faults.take(self.command, path)
-        action = rule.action if rule else None
+        rule = svc.faults.take(self.command, path) if svc.faults.rules else None
+        if rule is None:                    # no fault: what the general path below does
+            resp = self._safe(svc, req)
+            status = resp.status
+            try:
+                self._send(resp)
+            except OSError:
+                status = None
+            svc.log.add(self.command, path, query, status, None, req.auth)
+            return
+        action = rule.action
         if rule and rule.delay:
             generation = svc.generation
             time.sleep(rule.delay)
@@ -728,6 +944,7 @@ def main(service_cls, argv=None):
         ctx.load_cert_chain(args.cert, args.key)
     if args.bench:
         http.client.parse_headers = fast_parse_headers
+        Handler.parse_request = Handler.bench_parse_request
     service = service_cls(args)
     server = Server((args.host, args.port), service, ctx, args.verbose)
     port = server.server_address[1]

@@ -70,26 +70,50 @@ SCOPE_RE = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
 RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+B32_PAIRS = [a + b for a in B32 for b in B32]      # 10 bits -> 2 characters
 OAUTH_CODES = {400: "invalid_request", 401: "invalid_client", 403: "unauthorized_client",
                429: "temporarily_unavailable", 503: "temporarily_unavailable"}
 
 
 def ulid(t):
+    """26 Crockford base-32 characters of the low 130 bits of (ms << 80 | 80 random bits),
+    most significant first (two characters per table lookup)."""
     n = (int(t * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join(B32[(n >> (5 * i)) & 31] for i in range(25, -1, -1))
+    return "".join([B32_PAIRS[(n >> s) & 1023] for s in range(120, -1, -10)])
+
+
+_ALNUM_TABLE = bytes(ord(ALNUM[b % 62]) for b in range(248)) + bytes(8)
+_ALNUM_DROP = bytes(range(248, 256))
 
 
 def random_alnum(n):
     """n characters of ALNUM, uniformly (bytes >= 248 = 4 * 62 are dropped), from one
-    urandom read rather than one per character."""
-    out = []
+    urandom read rather than one per character (byte b gives ALNUM[b % 62])."""
+    out = ""
     while len(out) < n:
-        out += [ALNUM[b % 62] for b in os.urandom(n + 8) if b < 248]
-    return "".join(out[:n])
+        out += os.urandom(n + 8).translate(_ALNUM_TABLE, _ALNUM_DROP).decode("ascii")
+    return out[:n]
+
+
+_PARSED_TIMES = {}
 
 
 def parse_time(value, field, allow_null=True):
     """RFC 3339 (with zone) or epoch seconds -> epoch float; None stays None."""
+    if type(value) is str:
+        t = _PARSED_TIMES.get(value)        # a string always gives the same time
+        if t is not None:
+            return t
+        t = _parse_time(value, field, allow_null)
+        if len(_PARSED_TIMES) >= 4096:
+            _PARSED_TIMES.clear()
+        _PARSED_TIMES[value] = t
+        return t
+    return _parse_time(value, field, allow_null)
+
+
+def _parse_time(value, field, allow_null=True):
     if value is None:
         if allow_null:
             return None
@@ -110,6 +134,9 @@ def parse_time(value, field, allow_null=True):
         raise ApiError(400, "invalid_request", f"{field} is not a valid time")
 
 
+_WHOLE_SECONDS = {}
+
+
 class Onplana(common.Service):
     name = "onplana"
 
@@ -124,6 +151,19 @@ class Onplana(common.Service):
     def fmt(self, t):
         if t is None:
             return None
+        if not self.config["fractional_times"] and type(t) is float and 0 <= t < 1e11:
+            s = int(t)
+            if t - s < 0.999:
+                # fromtimestamp rounds to microseconds: this far from the next second, the
+                # answer is that of the whole second s, which is remembered
+                out = _WHOLE_SECONDS.get(s)
+                if out is None:
+                    out = datetime.datetime.fromtimestamp(s, datetime.timezone.utc) \
+                                  .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    if len(_WHOLE_SECONDS) >= 4096:
+                        _WHOLE_SECONDS.clear()
+                    _WHOLE_SECONDS[s] = out
+                return out
         dt = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
         if self.config["fractional_times"]:
             return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
@@ -254,8 +294,7 @@ class Onplana(common.Service):
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_request", "body must be a JSON object")
         name = body.get("name")
-        if not isinstance(name, str) or not 1 <= len(name) <= 128 or \
-                any(ord(c) < 32 or ord(c) == 127 for c in name):
+        if not isinstance(name, str) or not 1 <= len(name) <= 128 or CONTROL_RE.search(name):
             raise ApiError(400, "invalid_request", "name must be 1-128 printable characters")
         self.check_org(acct, body.get("orgId"))
         scopes = body.get("scopes")

@@ -103,7 +103,13 @@ def multierror(msgs):
 
 
 def join(*parts):
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+    out = []
+    for p in parts:
+        if p:
+            p = p.strip("/")
+            if p:
+                out.append(p)
+    return "/".join(out)
 
 
 class Namespace:
@@ -192,7 +198,7 @@ class Vault(common.Service):
         return json_response(status, {"errors": [message] if message else []}, headers)
 
     def envelope(self, data=None, auth=None, lease=0, warnings=None):
-        return {"request_id": str(uuid.uuid4()), "lease_id": "", "renewable": False,
+        return {"request_id": common.uuid4_str(), "lease_id": "", "renewable": False,
                 "lease_duration": lease, "data": data, "wrap_info": None,
                 "warnings": warnings, "auth": auth, "mount_type": ""}
 
@@ -230,6 +236,14 @@ class Vault(common.Service):
     def resolve(self, req):
         """(namespace, path inside it): the header, then any namespace prefix of the path."""
         hdr = (req.headers.get("X-Vault-Namespace") or "").strip("/")
+        key = ("resolve", hdr, req.params["rest"])
+        memo = self.memo()
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = self._resolve(req, hdr)
+        return hit
+
+    def _resolve(self, req, hdr):
         ns = self.namespace(hdr, create=False)
         if ns is None:
             raise ApiError(404, "not_found", f'no handler for route "{req.params["rest"]}". '
@@ -262,6 +276,14 @@ class Vault(common.Service):
         return self.kv2(req, tok, ns, mount, sub, method)
 
     def find_mount(self, ns, p):
+        key = ("mount", ns.path, p)
+        memo = self.memo()
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = self._find_mount(ns, p)
+        return hit
+
+    def _find_mount(self, ns, p):
         best = None
         for path, m in ns.mounts.items():
             if (p == path or p.startswith(path + "/")) and (best is None or len(path) > len(best.path)):
@@ -296,11 +318,16 @@ class Vault(common.Service):
             for rule in (home.policies.get(name, []) if home else []):
                 rp = rule["path"]
                 if rp == rel or (rp.endswith("*") and rel.startswith(rp[:-1])):
-                    caps |= set(rule["capabilities"])
+                    caps.update(rule["capabilities"])
         return set() if "deny" in caps else caps
 
     def authorize(self, tok, ns, p, cap):
-        if cap not in self.capabilities(tok, ns, p):
+        key = ("caps", tuple(tok.policies), tok.namespace, ns.path, p)
+        memo = self.memo()
+        caps = memo.get(key)
+        if caps is None:
+            caps = memo[key] = self.capabilities(tok, ns, p)
+        if cap not in caps:
             raise denied()
 
     def token_self(self, req, tok, what, method):
@@ -402,7 +429,7 @@ class Vault(common.Service):
             self.authorize(tok, ns, full, "read")
             if not exists:
                 raise ApiError(404, "not_found", "")
-            return self.envelope(copy.deepcopy(m.keys[key]["data"]), lease=KV1_LEASE)
+            return self.envelope(m.keys[key]["data"], lease=KV1_LEASE)   # serialized at once
         if method == "POST":
             self.authorize(tok, ns, full, "update" if exists else "create")
             body = req.json()
@@ -519,7 +546,8 @@ class Vault(common.Service):
         body = self.envelope({"data": None, "metadata": self.version_meta(rec, n)})
         if self.gone(vm):
             return json_response(404, body)
-        body["data"]["data"] = copy.deepcopy(vm["data"])
+        # dispatch serializes the answer at once, under the lock: no copy of the data needed
+        body["data"]["data"] = vm["data"]
         return body
 
     def check_cas(self, m, rec, options):
@@ -555,7 +583,8 @@ class Vault(common.Service):
         if not isinstance(data, dict):
             raise ApiError(400, "invalid_request", "no data provided")
         self.check_cas(m, rec, body.get("options"))
-        rec, n = self.add_version(m, key, rec, copy.deepcopy(data))
+        # data was parsed from this request's body and nothing else holds it: no copy
+        rec, n = self.add_version(m, key, rec, data)
         return self.envelope(self.version_meta(rec, n))
 
     def kv2_patch(self, req, m, key, rec):
