@@ -95,7 +95,6 @@ static void share_unlock(CURL *h, curl_lock_data data, void *userp)
 
 static CURLcode curl_ready = CURLE_FAILED_INIT;
 
-
 static void init_curl(void)
 {
         curl_ready = curl_global_init(CURL_GLOBAL_DEFAULT);

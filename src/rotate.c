@@ -637,7 +637,11 @@ static int token_id_of(struct flight *f, const char *what, const char *token, ch
         }
         *ret_id = strdup(me->token_id);
         onplana_me_free(me);
-        return *ret_id ? 0 : -ENOMEM;
+        if (!*ret_id) {
+                fail(f, OUTCOME_FAILED, "%s %s: out of memory", what, f->in->secret);
+                return -ENOMEM;
+        }
+        return 0;
 }
 
 /* A managed secret whose metadata does not name its token (e.g. raw

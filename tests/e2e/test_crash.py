@@ -484,14 +484,21 @@ def test_crash_after_a_due_revocation(make_env, no_leaks):
     leaks(no_leaks, env)
 
 
-def test_hook_crash_runs_the_hook_again_and_mints_nothing(make_env, no_leaks):
-    """A crash at "promoted" (hook not yet run): the recovery runs on_rotate for the
-    token in the store, then revokes the old one; no new token is made."""
-    env = make_env()
+def with_marking_hook(env):
+    """Configure an on_rotate hook that appends each token id it is run for to a
+    file; returns that file."""
     marks = env.patrol.dir / "hook.log"
     script = env.patrol.write_file(
         "hook.sh", f"#!/bin/sh\necho \"$PATROL_TOKEN_ID\" >> {marks}\n", mode=0o700)
     env.configure(on_rotate=[str(script)])
+    return marks
+
+
+def test_hook_crash_runs_the_hook_again_and_mints_nothing(make_env, no_leaks):
+    """A crash at "promoted" (hook not yet run): the recovery runs on_rotate for the
+    token in the store, then revokes the old one; no new token is made."""
+    env = make_env()
+    marks = with_marking_hook(env)
     env.rotate()
     env.rotate(crash_at="promoted", expect=99)
     pending = env.status()["pending"]["new_token_id"]
@@ -507,10 +514,7 @@ def test_hooked_is_recorded_when_there_is_a_hook(make_env, no_leaks):
     """With on_rotate, HOOKED differs from PROMOTED (the hook must not run twice for one
     token): it is recorded, and a crash right after it finishes without the hook."""
     env = make_env()
-    marks = env.patrol.dir / "hook.log"
-    script = env.patrol.write_file(
-        "hook.sh", f"#!/bin/sh\necho \"$PATROL_TOKEN_ID\" >> {marks}\n", mode=0o700)
-    env.configure(on_rotate=[str(script)])
+    marks = with_marking_hook(env)
     env.rotate()
     env.rotate(crash_at="hooked", expect=99)
     assert env.status()["pending"]["step"] == "hooked"
