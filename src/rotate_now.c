@@ -86,45 +86,57 @@ static void rotate_one(struct rotate_ctx *ctx, const struct config *cfg,
         http_set_deadline(0);
 }
 
-/* What is kept of each integration's rotate_result until the report: the
- * full struct is over a kilobyte, most of it empty buffers.  Its strings
- * share one allocation (thousands of these are kept). */
+/* What is kept of an integration's rotate_result until it is printed: the
+ * full struct is over a kilobyte, most of it empty buffers.  The struct and
+ * its strings are one allocation. */
 struct done {
         enum rotate_outcome outcome;
         int64_t expires_at;
         const char *old_token_id;
         const char *new_token_id;
         const char *version;
-        const char *error;      /* failed or incomplete only; NULL: never attempted */
-        char *strings;          /* what the pointers above point into */
+        const char *error;      /* failed or incomplete only */
 };
 
-static void keep(struct done *d, const struct rotate_result *r)
+/* Stands in for a result that could not be kept for want of memory. */
+static const struct done done_oom = { .outcome = OUTCOME_FAILED, .error = "out of memory" };
+
+static const struct done *keep(const struct rotate_result *r)
 {
         bool failed = r->outcome == OUTCOME_FAILED || r->outcome == OUTCOME_INCOMPLETE;
         const char *src[] = { r->old_token_id, r->new_token_id, r->version,
                               failed ? (r->error[0] ? r->error : "unknown error") : "" };
-        const char **dst[] = { &d->old_token_id, &d->new_token_id, &d->version, &d->error };
-        size_t len = 0, i;
+        struct done *d;
+        const char **dst[4];
+        size_t len = sizeof(*d), i;
         char *p;
 
-        d->outcome = r->outcome;
-        d->expires_at = r->expires_at;
         for (i = 0; i < 4; i++)
                 len += src[i][0] ? strlen(src[i]) + 1 : 0;
-        p = d->strings = len ? malloc(len) : NULL;
+        d = malloc(len);
+        if (!d)
+                return &done_oom;
+        d->outcome = r->outcome;
+        d->expires_at = r->expires_at;
+        dst[0] = &d->old_token_id;
+        dst[1] = &d->new_token_id;
+        dst[2] = &d->version;
+        dst[3] = &d->error;
+        p = (char *)(d + 1);
         for (i = 0; i < 4; i++) {
                 *dst[i] = NULL;
-                if (p && src[i][0]) {
+                if (src[i][0]) {
                         *dst[i] = p;
                         p = stpcpy(p, src[i]) + 1;
                 }
         }
+        return d;
 }
 
-static void done_clear(struct done *d)
+static void done_free(const struct done *d)
 {
-        free(d->strings);
+        if (d != &done_oom)
+                free((void *)d);
 }
 
 static const char *or_dash(const char *s)
@@ -179,19 +191,54 @@ static struct json_object *result_json(const struct cfg_integration *in, const s
 }
 
 /* The integrations are shared out to up to max_parallel threads, which
- * share one rotation context (sessions, store logins, connections);
- * results are reported in configuration order once all are done. */
+ * share one rotation context (sessions, store logins, connections).  Results
+ * are printed in configuration order as soon as they and all before them
+ * are done, so only those waiting for an earlier one are held: with
+ * thousands of integrations the run does not keep one result per
+ * integration to the end. */
 struct run {
         const struct config *cfg;
+        const struct cli *cli;
         struct records *rec;
         struct rotate_ctx *ctx;
         const struct cfg_integration **sel;
-        struct done *res;
         size_t n;
-        bool dry_run;
-        bool json;
         atomic_size_t next;
+        pthread_mutex_t out_lock;
+        const struct done **ready;      /* done, not yet printed; NULL: not done */
+        size_t printed;                 /* results 0..printed-1 are out */
+        bool failed;
 };
+
+static void print_one(struct run *run, size_t i, const struct done *d)
+{
+        if (d->outcome == OUTCOME_FAILED || d->outcome == OUTCOME_INCOMPLETE)
+                run->failed = true;
+        if (run->cli->json) {
+                struct json_object *o = result_json(run->sel[i], d);
+                printf("%s%s", i ? ",\n" : "",
+                       json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+                json_object_put(o);
+        } else {
+                print_result(run->sel[i], d);
+        }
+        /* Someone watching a long run (a CI log) sees each line as it is settled. */
+        fflush(stdout);
+}
+
+/* Record integration i's result and print every result now in order. */
+static void finish_one(struct run *run, size_t i, const struct done *d)
+{
+        pthread_mutex_lock(&run->out_lock);
+        run->ready[i] = d;
+        while (run->printed < run->n && run->ready[run->printed]) {
+                size_t k = run->printed++;
+                print_one(run, k, run->ready[k]);
+                done_free(run->ready[k]);
+                run->ready[k] = NULL;
+        }
+        pthread_mutex_unlock(&run->out_lock);
+}
 
 static void *run_worker(void *arg)
 {
@@ -200,8 +247,8 @@ static void *run_worker(void *arg)
         size_t i;
 
         while ((i = atomic_fetch_add(&run->next, 1)) < run->n) {
-                rotate_one(run->ctx, run->cfg, run->sel[i], run->dry_run, &res);
-                keep(&run->res[i], &res);
+                rotate_one(run->ctx, run->cfg, run->sel[i], run->cli->dry_run, &res);
+                finish_one(run, i, keep(&res));
         }
         return NULL;
 }
@@ -209,7 +256,7 @@ static void *run_worker(void *arg)
 static void run_parallel(struct run *run)
 {
         /* A dry run prints its plan as it goes: one at a time keeps it readable. */
-        size_t want = run->dry_run ? 1 : (size_t)run->cfg->max_parallel, started = 0, i;
+        size_t want = run->cli->dry_run ? 1 : (size_t)run->cfg->max_parallel, started = 0, i;
         pthread_t *t;
 
         if (want > run->n)
@@ -225,61 +272,37 @@ static void run_parallel(struct run *run)
         free(t);
 }
 
-static int report(const struct cli *c, const struct run *run)
-{
-        struct json_object *results = json_object_new_array();
-        int status = EXIT_OK;
-        size_t i;
-
-        for (i = 0; i < run->n; i++) {
-                const struct done *res = &run->res[i];
-                if (res->outcome == OUTCOME_FAILED || res->outcome == OUTCOME_INCOMPLETE)
-                        status = EXIT_FAILED;
-                if (c->json)
-                        json_object_array_add(results, result_json(run->sel[i], res));
-                else
-                        print_result(run->sel[i], res);
-        }
-        if (c->json) {
-                struct json_object *doc = json_object_new_object();
-                json_object_object_add(doc, "results", results);
-                puts(json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-                json_object_put(doc);
-        } else {
-                json_object_put(results);
-        }
-        return status;
-}
-
 static int run_all(const struct config *cfg, const struct cli *c, struct records *rec,
                    const struct cfg_integration **sel, size_t n)
 {
-        struct run run = { .cfg = cfg, .rec = rec, .sel = sel, .n = n, .dry_run = c->dry_run, .json = c->json };
+        struct run run = { .cfg = cfg, .cli = c, .rec = rec, .sel = sel, .n = n };
         struct http_client *http = http_client_new(0, 0);
         int status = EXIT_FAILED;
         size_t i;
 
-        run.res = calloc(n + 1, sizeof(*run.res));
-        if (!http || !run.res || rotate_ctx_new(cfg, rec, http, &run.ctx) < 0)
+        pthread_mutex_init(&run.out_lock, NULL);
+        run.ready = calloc(n + 1, sizeof(*run.ready));
+        if (!http || !run.ready || rotate_ctx_new(cfg, rec, http, &run.ctx) < 0)
                 goto oom;
         if (c->json)
                 rotate_ctx_set_plan_stream(run.ctx, stderr);
         /* Every entry exists before the threads start: none grows the table. */
-        for (i = 0; i < n; i++) {
-                run.res[i].outcome = OUTCOME_FAILED;     /* error NULL: not attempted */
+        for (i = 0; i < n; i++)
                 if (!records_get(rec, sel[i]->name))
                         goto oom;
-        }
         atomic_init(&run.next, 0);
+        if (c->json)
+                fputs("{\"results\": [\n", stdout);
         run_parallel(&run);
-        status = report(c, &run);
+        if (c->json)
+                fputs("\n]}\n", stdout);
+        status = run.failed ? EXIT_FAILED : EXIT_OK;
         goto out;
 oom:
         log_error(NULL, "out of memory");
 out:
-        for (i = 0; run.res && i < n; i++)
-                done_clear(&run.res[i]);
-        free(run.res);
+        free(run.ready);
+        pthread_mutex_destroy(&run.out_lock);
         rotate_ctx_free(run.ctx);
         http_client_free(http);
         return status;

@@ -67,6 +67,29 @@ def test_many_integrations_rotate_correctly(env, vault, parallel, no_leaks):
     no_leaks(secrets=env.secrets())
 
 
+def test_results_are_printed_in_order_as_they_finish(env, vault, no_leaks):
+    # A slow last integration does not hold back the lines of those before it,
+    # and patrol does not keep every result to the end of a long run.
+    ns = names(3)
+    env.configure([env.integration(n) for n in ns], max_parallel=2)
+    vault.faults({"method": "POST", "path": f"/v1/secret/data/onplana/{ns[2]}", "action": "delay",
+                  "delay": 4, "times": 1})
+    d = env.patrol.spawn("--rotate-now")
+    try:
+        assert d.wait_for(lambda: f"{ns[1]}: rotated" in d.stdout(), timeout=30), d.stderr()
+        assert d.proc.poll() is None, "the run ended before the slow integration was done"
+        out = d.stdout()
+        assert f"{ns[0]}: rotated" in out and ns[2] not in out
+    finally:
+        rc = d.proc.wait(60)
+    assert rc == 0, d.stderr()
+    lines = d.stdout().splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ns
+    assert all(": rotated " in ln for ln in lines)
+    check_all_rotated(env, ns)
+    no_leaks(secrets=env.secrets())
+
+
 def test_a_429_storm_slows_the_pool_and_still_finishes(env, vault, no_leaks):
     ns = names(12)
     env.configure([env.integration(n) for n in ns], max_parallel=4)
