@@ -22,6 +22,7 @@
 
 struct session {
         const struct cfg_account *acct;
+        pthread_mutex_t lock;   /* held through a login: one login per account at a time */
         char *access_token;     /* secret */
         int64_t expires_mono_ms;
         unsigned generation;    /* bumped per login, so a stale 401 drops only its session */
@@ -32,7 +33,7 @@ struct session {
 struct onplana {
         const struct cfg_onplana *cfg;
         struct http_client *http;
-        pthread_mutex_t lock;   /* the session list and each session */
+        pthread_mutex_t lock;   /* the session list; each session has its own */
         struct session *sessions;
 };
 
@@ -56,6 +57,7 @@ struct onplana *onplana_free(struct onplana *o)
                 return NULL;
         for (s = o->sessions; s; s = n) {
                 n = s->next;
+                pthread_mutex_destroy(&s->lock);
                 secret_free(s->access_token);
                 free(s);
         }
@@ -224,25 +226,32 @@ out:
         return r;
 }
 
+/* Sessions live as long as o, so the pointer stays good after the list
+ * lock is let go. */
 static struct session *session_for(struct onplana *o, const struct cfg_account *a)
 {
         struct session *s;
 
+        pthread_mutex_lock(&o->lock);
         for (s = o->sessions; s; s = s->next)
                 if (s->acct == a)
-                        return s;
+                        goto out;
         s = calloc(1, sizeof(*s));
         if (!s)
-                return NULL;
+                goto out;
+        pthread_mutex_init(&s->lock, NULL);
         s->acct = a;
         s->next = o->sessions;
         o->sessions = s;
+out:
+        pthread_mutex_unlock(&o->lock);
         return s;
 }
 
 /* "Authorization: Bearer <session>" in a buffer the caller wipes, and the
- * session's generation.  The lock is held through a login, so workers
- * needing the same account wait for one login instead of each making one. */
+ * session's generation.  The session's lock is held through a login, so
+ * workers needing the same account wait for one login instead of each
+ * making one, while those of other accounts go on. */
 static int session_header(struct onplana *o, const struct cfg_account *a, char **ret,
                           unsigned *ret_gen, char *err, size_t errlen)
 {
@@ -250,10 +259,10 @@ static int session_header(struct onplana *o, const struct cfg_account *a, char *
         size_t n;
         int r = -ENOMEM;
 
-        pthread_mutex_lock(&o->lock);
         s = session_for(o, a);
         if (!s)
-                goto out;
+                return -ENOMEM;
+        pthread_mutex_lock(&s->lock);
         if (!s->access_token || now_mono_ms() >= s->expires_mono_ms) {
                 r = session_login(o, s, err, errlen);
                 if (r < 0)
@@ -268,7 +277,7 @@ static int session_header(struct onplana *o, const struct cfg_account *a, char *
         *ret_gen = s->generation;
         r = 0;
 out:
-        pthread_mutex_unlock(&o->lock);
+        pthread_mutex_unlock(&s->lock);
         return r;
 }
 
@@ -278,11 +287,13 @@ static void session_forget(struct onplana *o, const struct cfg_account *a, unsig
 {
         struct session *s;
 
-        pthread_mutex_lock(&o->lock);
         s = session_for(o, a);
-        if (s && s->generation == gen)
+        if (!s)
+                return;
+        pthread_mutex_lock(&s->lock);
+        if (s->generation == gen)
                 s->access_token = secret_free(s->access_token);
-        pthread_mutex_unlock(&o->lock);
+        pthread_mutex_unlock(&s->lock);
 }
 
 /* One authenticated call; an expired session (401) is renewed once. */

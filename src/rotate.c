@@ -30,6 +30,7 @@
 struct store_handle {
         const struct cfg_store *cfg;
         const struct store_ops *ops;
+        pthread_mutex_t open_lock;      /* the first open: a slow login holds back only this store */
         void *st;
 };
 
@@ -41,7 +42,6 @@ struct rotate_ctx {
         struct records *rec;
         struct http_client *http;
         struct onplana *onp;
-        pthread_mutex_t stores_lock;    /* the first open of each store */
         struct store_handle *stores;    /* one per configured store, opened on first use */
         FILE *plan_out;                 /* where a dry run's plan goes */
 };
@@ -93,18 +93,18 @@ int rotate_ctx_new(const struct config *cfg, struct records *rec, struct http_cl
                 return -ENOMEM;
         ctx->cfg = cfg;
         ctx->rec = rec;
-        pthread_mutex_init(&ctx->stores_lock, NULL);
         ctx->plan_out = stdout;
         ctx->http = http;
         ctx->onp = onplana_new(&cfg->onplana, http);
         ctx->stores = calloc(cfg->n_stores + 1, sizeof(*ctx->stores));
+        for (i = 0; ctx->stores && i < cfg->n_stores; i++) {
+                ctx->stores[i].cfg = &cfg->stores[i];
+                ctx->stores[i].ops = store_ops_for(cfg->stores[i].type);
+                pthread_mutex_init(&ctx->stores[i].open_lock, NULL);
+        }
         if (!ctx->onp || !ctx->stores) {
                 rotate_ctx_free(ctx);
                 return -ENOMEM;
-        }
-        for (i = 0; i < cfg->n_stores; i++) {
-                ctx->stores[i].cfg = &cfg->stores[i];
-                ctx->stores[i].ops = store_ops_for(cfg->stores[i].type);
         }
         *ret = ctx;
         return 0;
@@ -116,12 +116,13 @@ struct rotate_ctx *rotate_ctx_free(struct rotate_ctx *ctx)
 
         if (!ctx)
                 return NULL;
-        for (i = 0; ctx->stores && i < ctx->cfg->n_stores; i++)
+        for (i = 0; ctx->stores && i < ctx->cfg->n_stores; i++) {
                 if (ctx->stores[i].st)
                         ctx->stores[i].ops->close(ctx->stores[i].st);
+                pthread_mutex_destroy(&ctx->stores[i].open_lock);
+        }
         free(ctx->stores);
         onplana_free(ctx->onp);
-        pthread_mutex_destroy(&ctx->stores_lock);
         free(ctx);
         return NULL;
 }
@@ -209,9 +210,9 @@ static int open_store(struct flight *f)
                      f->in->store->name, store_type_name(f->in->store->type));
                 return -ENOTSUP;
         }
-        pthread_mutex_lock(&f->ctx->stores_lock);
+        pthread_mutex_lock(&sh->open_lock);
         r = sh->st ? 0 : sh->ops->open(sh->cfg, f->ctx->http, &sh->st);
-        pthread_mutex_unlock(&f->ctx->stores_lock);
+        pthread_mutex_unlock(&sh->open_lock);
         if (r < 0) {
                 fail(f, OUTCOME_FAILED, "%s: cannot open store: %s", sh->cfg->name, strerror(-r));
                 return r;

@@ -3,7 +3,7 @@ storm, max_parallel = 1 behaving as before, a 429 holding back the whole pool,
 and a create that libcurl resent over a new connection."""
 import pytest
 
-from test_rotate_vault import Setup
+from test_rotate_vault import SCOPES, Setup
 
 
 @pytest.fixture
@@ -87,6 +87,45 @@ def test_results_are_printed_in_order_as_they_finish(env, vault, no_leaks):
     assert [ln.split(":")[0] for ln in lines] == ns
     assert all(": rotated " in ln for ln in lines)
     check_all_rotated(env, ns)
+    no_leaks(secrets=env.secrets())
+
+
+def test_a_slow_login_holds_back_only_its_own_account(env, vault, no_leaks):
+    # Each account's session has its own lock: while one account's login
+    # hangs, the worker of another account logs in and rotates.
+    other = env.onplana.add_account(client_id="cli_other", org="org_acme", scopes_held=SCOPES)
+    accounts = [env.patrol.account("svc", env.acct), env.patrol.account("svc2", other)]
+    env.configure([env.integration("a-one"), env.integration("b-two", account="svc2")],
+                  accounts=accounts, max_parallel=2)
+    env.onplana.clear_log()
+    env.onplana.faults({"method": "POST", "path": "/oauth/token", "action": "delay",
+                        "delay": 3, "times": 1})
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 0, r
+    log = env.onplana.log()
+    logins = [e for e in log if e["method"] == "POST" and e["path"] == "/oauth/token"]
+    creates = [e for e in log if e["method"] == "POST" and e["path"] == "/api/v1/tokens"]
+    assert len(logins) == 2 and len(creates) == 2
+    slow = max(e["seq"] for e in logins)      # entries are logged when answered
+    assert creates[0]["seq"] < slow, "the other account waited for the slow login"
+    no_leaks(secrets=env.secrets())
+
+
+def test_a_slow_store_login_holds_back_only_its_own_store(env, vault, no_leaks):
+    # The same for stores: two stores (on one Vault), the first login hangs.
+    stores = [env.store, dict(env.store, name="vault2")]
+    env.configure([env.integration("a-one"), env.integration("b-two", store="vault2")],
+                  stores=stores, max_parallel=2)
+    vault.clear_log()
+    vault.faults({"method": "POST", "path": "/v1/auth/approle/login", "action": "delay",
+                  "delay": 3, "times": 1})
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 0, r
+    log = vault.log()
+    logins = [e["seq"] for e in log if e["path"] == "/v1/auth/approle/login"]
+    writes = [e["seq"] for e in log if e["method"] in ("POST", "PUT") and e["path"].startswith("/v1/secret/data/")]
+    assert len(logins) == 2 and len(writes) == 2
+    assert writes[0] < max(logins), "the other store waited for the slow login"
     no_leaks(secrets=env.secrets())
 
 
