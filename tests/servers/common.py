@@ -97,6 +97,8 @@ MAX_REQUEST_BODY = 16 << 20
 HUGE_DEFAULT = 3 << 20
 LOG_MAX = 200000
 
+_STALE = object()    # _faulted: the test that set the rule is over; answer nothing
+
 ACTIONS = ("status", "retry_after", "delay", "drop", "lose_response",
            "bad_json", "wrong_shape", "huge")
 # Actions that replace the service's answer, so by default the operation is not done.
@@ -821,51 +823,51 @@ class Handler(BaseHTTPRequestHandler):
             self._send(self._safe(svc, req))
             return
         rule = svc.faults.take(self.command, path) if svc.faults.rules else None
-        if rule is None:                    # no fault: what the general path below does
-            resp = self._safe(svc, req)
+        resp = self._safe(svc, req) if rule is None else self._faulted(svc, req, rule)
+        if resp is _STALE:
+            return
+        status = None
+        if resp is not None:
             status = resp.status
             try:
                 self._send(resp)
             except OSError:
                 status = None
-            svc.log.add(self.command, path, query, status, None, req.auth)
-            return
+        svc.log.add(self.command, path, query, status, rule.action if rule else None, req.auth)
+
+    def _faulted(self, svc, req, rule):
+        """What a fault rule makes of req: the Response to send, None when the
+        connection was dropped, _STALE when a reset happened during its delay."""
         action = rule.action
-        if rule and rule.delay:
+        if rule.delay:
             generation = svc.generation
             time.sleep(rule.delay)
             if generation != svc.generation:     # a reset happened meanwhile: the test is over
                 self._drop()
-                return
-        resp = self._safe(svc, req) if (rule is None or rule.perform) else None
-        if resp is None and action == "delay":
-            resp = Response(204)
-        status = None
+                return _STALE
+        resp = self._safe(svc, req) if rule.perform else None
         if action in ("drop", "lose_response"):
             self._drop()
-        else:
-            if action in ("status", "retry_after"):
-                resp = svc.fault_answer(req, rule)
-            elif action == "bad_json":
-                st = rule.status or (resp.status if resp else 200)
-                resp = Response(200 if st == 204 else st, b'{"id": "pat_01', rule.headers,
-                                "application/json")
-            elif action == "wrong_shape":
-                st = rule.status or (resp.status if resp else 200)
-                resp = Response(200 if st == 204 else st,
-                                rule.body if rule.body is not None else {"unexpected": "shape"},
-                                rule.headers)
-            elif action == "huge":
-                resp = Response(rule.status or 200, _huge_body(rule.size), rule.headers,
-                                "application/json")
-            if rule and rule.retry_after is not None and action not in ("status", "retry_after"):
-                resp.headers["Retry-After"] = str(rule.retry_after)
-            status = resp.status
-            try:
-                self._send(resp)
-            except OSError:
-                status = None
-        svc.log.add(self.command, path, query, status, action, req.auth)
+            return None
+        if resp is None and action == "delay":
+            resp = Response(204)
+        if action in ("status", "retry_after"):
+            resp = svc.fault_answer(req, rule)
+        elif action == "bad_json":
+            st = rule.status or (resp.status if resp else 200)
+            resp = Response(200 if st == 204 else st, b'{"id": "pat_01', rule.headers,
+                            "application/json")
+        elif action == "wrong_shape":
+            st = rule.status or (resp.status if resp else 200)
+            resp = Response(200 if st == 204 else st,
+                            rule.body if rule.body is not None else {"unexpected": "shape"},
+                            rule.headers)
+        elif action == "huge":
+            resp = Response(rule.status or 200, _huge_body(rule.size), rule.headers,
+                            "application/json")
+        if rule.retry_after is not None and action not in ("status", "retry_after"):
+            resp.headers["Retry-After"] = str(rule.retry_after)
+        return resp
 
     def _safe(self, svc, req):
         try:
