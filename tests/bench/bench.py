@@ -13,6 +13,9 @@ comes from wait4() in tests/bench/runstat.c: wall, user+system CPU, peak RSS of
 the whole process.  Requests are counted from the servers' /_test/log.  The
 floor (tests/bench/floor.c) sends as many GET /_test/clock to each server as
 patrol sent it requests, over keep-alive TLS connections, max_parallel threads.
+A second table splits the CPU seconds of each run between patrol (or the
+floor's client) and the fake servers (from /proc/PID/stat): on a machine
+where they share the cores, that bounds how close to the floor patrol can get.
 """
 import argparse
 import json
@@ -112,12 +115,22 @@ class Bench:
         return dict(wall=float(wall), cpu=float(cpu), rss_kib=int(rss))
 
     def run_floor(self, counts):
-        cmd = [str(self.tools / "floor"), self.ca.ca_pem, str(self.parallel)]
+        """The floor's wall time and its client's CPU seconds."""
+        cmd = [str(self.tools / "runstat"), str(self.tools / "floor"), self.ca.ca_pem, str(self.parallel)]
         for k, n in counts.items():
             if n:
                 cmd += [self.servers[k].url + "/_test/clock", str(n)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        return float(out.split(": ")[1].split(" s")[0])
+        p = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        stat = [ln for ln in p.stderr.splitlines() if ln.startswith("runstat: ")]
+        return float(p.stdout.split(": ")[1].split(" s")[0]), float(stat[-1].split()[2])
+
+    def servers_cpu(self):
+        """CPU seconds (user + system) the fake servers have used so far."""
+        total = 0
+        for s in self.servers.values():
+            f = pathlib.Path(f"/proc/{s.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
 
 def rotate_size(b, n, reps):
@@ -128,10 +141,13 @@ def rotate_size(b, n, reps):
     best = None
     for _ in range(reps):
         b.clear_logs()
+        c0 = b.servers_cpu()
         m = b.run_patrol(p, "-q", "--rotate-now")
+        c1 = b.servers_cpu()
         m["counts"] = b.counts()
         m["requests"] = sum(m["counts"].values())
-        m["floor"] = b.run_floor(m["counts"])
+        m["floor"], m["floor_client_cpu"] = b.run_floor(m["counts"])
+        m["servers_cpu"], m["floor_servers_cpu"] = c1 - c0, b.servers_cpu() - c1
         if best is None or m["wall"] < best["wall"]:
             best = m
     best["n"] = n
@@ -236,6 +252,15 @@ def main():
             print(f"{n:>12} {m['wall']:>8.2f} {m['floor']:>8.2f} {m['wall'] / m['floor']:>8.2f} "
                   f"{1000 * m['cpu'] / n:>11.3f} {m['rss_kib'] / 1024:>13.1f} "
                   f"{m['requests'] / n:>8.2f}", flush=True)
+        # Both runs are bound by the CPUs they share with the servers: the
+        # CPU seconds of each side tell how close to the floor patrol can get.
+        print("where the CPU goes (seconds; patrol or the floor's client, and the fake servers):")
+        print(f"{'integrations':>12} {'patrol':>8} {'servers':>8} {'floor client':>13} {'servers':>8} "
+              f"{'patrol ms/req':>14} {'client ms/req':>14}")
+        for m in rows:
+            print(f"{m['n']:>12} {m['cpu']:>8.2f} {m['servers_cpu']:>8.2f} {m['floor_client_cpu']:>13.2f} "
+                  f"{m['floor_servers_cpu']:>8.2f} {1000 * m['cpu'] / m['requests']:>14.3f} "
+                  f"{1000 * m['floor_client_cpu'] / m['requests']:>14.3f}", flush=True)
         if args.idle:
             m = idle_daemon(b, args.idle, args.idle_seconds)
             rows.append(m)
