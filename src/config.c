@@ -48,6 +48,9 @@ struct ctx {
          * compared pairwise. */
         const void *dup_arr;
         size_t *dup_slots, dup_cap;
+        /* intern_strv's index of c->strvs, the same way; strvs_room is the
+         * length c->strvs is allocated for. */
+        size_t *strv_slots, strv_cap, strvs_room;
 };
 
 struct keydef;
@@ -621,13 +624,19 @@ static const struct named *named_at(const void *arr, size_t size, size_t i)
         return (const void *)((const char *)arr + i * size);
 }
 
+#define FNV_OFFSET ((size_t)14695981039346656037ULL)
+#define FNV_PRIME ((size_t)1099511628211ULL)
+
+static size_t fnv1a(size_t h, const char *s)
+{
+        while (*s)
+                h = (h ^ (unsigned char)*s++) * FNV_PRIME;
+        return h;
+}
+
 static size_t dup_hash(const char *s)
 {
-        size_t h = 14695981039346656037ULL;     /* FNV-1a */
-
-        while (*s)
-                h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-        return h;
+        return fnv1a(FNV_OFFSET, s);
 }
 
 /* The slot of name among entries 0..i-1 of arr, or the empty one where it goes. */
@@ -742,6 +751,102 @@ static bool get_strv(struct ctx *x, const config_setting_t *s, bool empty_ok, ch
 fail:
         strv_free(v);
         return false;
+}
+
+/* Each string's NUL is hashed too: ["a", "bc"] is not ["ab", "c"]. */
+static size_t strv_hash(char *const *v)
+{
+        size_t h = FNV_OFFSET;
+
+        for (; *v; v++)
+                h = fnv1a(h, *v) * FNV_PRIME;
+        return h;
+}
+
+static bool strv_equal(char *const *a, char *const *b)
+{
+        for (; *a && *b; a++, b++)
+                if (strcmp(*a, *b) != 0)
+                        return false;
+        return !*a && !*b;
+}
+
+/* The slot of v's equal in c->strvs, or the empty one where v goes. */
+static size_t strv_slot(const struct ctx *x, char *const *v)
+{
+        size_t k = strv_hash(v) & (x->strv_cap - 1);
+
+        while (x->strv_slots[k] && !strv_equal(x->c->strvs[x->strv_slots[k] - 1], v))
+                k = (k + 1) & (x->strv_cap - 1);
+        return k;
+}
+
+/* Room for one more list in c->strvs, the index kept at most half full. */
+static int strv_reserve(struct ctx *x)
+{
+        struct config *c = x->c;
+        size_t n = c->n_strvs + 1, cap;
+        size_t *slots;
+
+        if (n > x->strvs_room) {
+                size_t room = x->strvs_room ? 2 * x->strvs_room : 8;
+                char ***v = realloc(c->strvs, room * sizeof(*v));
+
+                if (!v)
+                        return -ENOMEM;
+                c->strvs = v;
+                x->strvs_room = room;
+        }
+        if (2 * n <= x->strv_cap)
+                return 0;
+        cap = x->strv_cap ? 2 * x->strv_cap : 64;
+        slots = calloc(cap, sizeof(*slots));
+        if (!slots)
+                return -ENOMEM;
+        free(x->strv_slots);
+        x->strv_slots = slots;
+        x->strv_cap = cap;
+        for (size_t j = 0; j < c->n_strvs; j++)
+                x->strv_slots[strv_slot(x, c->strvs[j])] = j + 1;
+        return 0;
+}
+
+/* Takes v; returns the copy integrations share, v itself when it is the
+ * first of its kind, or NULL once out of memory is reported. */
+static char *const *intern_strv(struct ctx *x, char **v)
+{
+        struct config *c = x->c;
+        size_t k;
+
+        if (strv_reserve(x) < 0) {
+                oom(x);
+                strv_free(v);
+                return NULL;
+        }
+        k = strv_slot(x, v);
+        if (x->strv_slots[k]) {
+                strv_free(v);
+                return c->strvs[x->strv_slots[k] - 1];
+        }
+        c->strvs[c->n_strvs++] = v;
+        x->strv_slots[k] = c->n_strvs;
+        return v;
+}
+
+/* get_strv for the lists integrations share (scopes, projects): the copy is
+ * made first so that errors are exactly get_strv's; it is freed at once when
+ * an equal list is kept already. */
+static bool get_shared_strv(struct ctx *x, const config_setting_t *s, char *const **ret_v, size_t *ret_n)
+{
+        char *const *shared;
+        char **v;
+        size_t n;
+
+        if (!get_strv(x, s, false, &v, &n) || !(shared = intern_strv(x, v)))
+                return false;
+        *ret_v = shared;
+        *ret_n = n;
+        return true;
 }
 
 /* ---- top level: policy, onplana ---- */
@@ -1115,6 +1220,54 @@ static void h_stores(struct ctx *x, const config_setting_t *s, void *base, const
 
 /* ---- integrations ---- */
 
+/* An integration while its keys are parsed: the policy keys write `policy`,
+ * which check_integration reads and intern_policy then shares. */
+struct integration_parse {
+        struct cfg_integration in;      /* first: the key parsers take base as the integration */
+        struct policy policy;
+};
+
+struct cfg_policy {
+        struct policy p;
+        struct cfg_policy *next;
+};
+
+/* How far back intern_policy looks: a generated configuration repeats its
+ * overrides in runs, and thousands of different ones must not cost a scan
+ * of all the others each. */
+#define POLICY_RECENT 8
+
+static bool policy_equal(const struct policy *a, const struct policy *b)
+{
+        return a->ttl == b->ttl && a->renew_before == b->renew_before &&
+               a->revoke_after == b->revoke_after && a->retry_min == b->retry_min &&
+               a->retry_max == b->retry_max;
+}
+
+/* The top-level policy when nothing is overridden (or only with equal values),
+ * else a copy in c->policies, shared with recent equal ones; NULL once out
+ * of memory is reported. */
+static const struct policy *intern_policy(struct ctx *x, const struct policy *p)
+{
+        struct config *c = x->c;
+        struct cfg_policy *e = c->policies;
+
+        if (policy_equal(p, &c->policy))
+                return &c->policy;
+        for (int i = 0; e && i < POLICY_RECENT; e = e->next, i++)
+                if (policy_equal(p, &e->p))
+                        return &e->p;
+        e = malloc(sizeof(*e));
+        if (!e) {
+                oom(x);
+                return NULL;
+        }
+        e->p = *p;
+        e->next = c->policies;
+        c->policies = e;
+        return &e->p;
+}
+
 static void h_account_ref(struct ctx *x, const config_setting_t *s, void *base, const struct keydef *k)
 {
         struct cfg_integration *in = base;
@@ -1159,7 +1312,7 @@ static void h_scopes(struct ctx *x, const config_setting_t *s, void *base, const
 {
         struct cfg_integration *in = base;
 
-        if (!get_strv(x, s, false, &in->scopes, &in->n_scopes))
+        if (!get_shared_strv(x, s, &in->scopes, &in->n_scopes))
                 return;
         if (in->n_scopes == 0)
                 fail(x, s, "scopes: list at least one scope");
@@ -1180,7 +1333,7 @@ static void h_projects(struct ctx *x, const config_setting_t *s, void *base, con
 {
         struct cfg_integration *in = base;
 
-        get_strv(x, s, false, &in->projects, &in->n_projects);
+        get_shared_strv(x, s, &in->projects, &in->n_projects);
 }
 
 static void h_on_rotate(struct ctx *x, const config_setting_t *s, void *base, const struct keydef *k)
@@ -1214,7 +1367,7 @@ static void h_format(struct ctx *x, const config_setting_t *s, void *base, const
         fail(x, s, "format: unknown format \"%s\" (json or raw)" DYM_FMT, v, DYM_ARGS(sug));
 }
 
-#define I_OFF(f) offsetof(struct cfg_integration, f)
+#define I_OFF(f) offsetof(struct integration_parse, in.f)
 /* allow_wildcard before scopes: the scope check reads it. */
 static const struct keydef integration_keys[] = {
         { "name", h_name, I_OFF(name), KEY_REQUIRED },
@@ -1227,7 +1380,7 @@ static const struct keydef integration_keys[] = {
         { "format", h_format, 0, 0 },
         { "adopt", h_bool, I_OFF(adopt), 0 },
         { "on_rotate", h_on_rotate, 0, 0 },
-        POLICY_KEYS(I_OFF(policy)),
+        POLICY_KEYS(offsetof(struct integration_parse, policy)),
         KEY_END
 };
 
@@ -1283,12 +1436,13 @@ static void check_secret_name(struct ctx *x, const config_setting_t *g, const st
                      "nor ? # %%", in->secret);
 }
 
-static void check_integration(struct ctx *x, const config_setting_t *g, const struct cfg_integration *in,
+static void check_integration(struct ctx *x, const config_setting_t *g, const struct integration_parse *p,
                               const char *what)
 {
         const config_setting_t *f = config_setting_get_member(g, "format");
+        const struct cfg_integration *in = &p->in;
 
-        check_policy(x, g, &in->policy, what);
+        check_policy(x, g, &p->policy, what);
         check_secret_name(x, g, in);
         if (in->format == FORMAT_RAW && in->store && in->store->type == STORE_VAULT &&
             in->store->kv_version == 1)
@@ -1307,17 +1461,20 @@ static void h_integrations(struct ctx *x, const config_setting_t *s, void *base,
         c->n_integrations = (size_t)n;
         for (int i = 0; i < n; i++) {
                 const config_setting_t *g = config_setting_get_elem(s, i);
-                struct cfg_integration *in = &c->integrations[i];
+                struct integration_parse p = {
+                        .in = { .line = line_of(g), .format = FORMAT_JSON },
+                        .policy = c->policy,
+                };
                 unsigned before = x->nerr;
 
-                in->line = line_of(g);
-                in->policy = c->policy;
-                in->format = FORMAT_JSON;
                 entry_what(g, "integration", i, what, sizeof(what));
-                parse_group(x, g, integration_keys, in, what);
+                parse_group(x, g, integration_keys, &p, what);
                 if (x->nerr == before)  /* later checks would only repeat the first error */
-                        check_integration(x, g, in, what);
-                check_dup(x, g, "integration", c->integrations, sizeof(*in), (size_t)i);
+                        check_integration(x, g, &p, what);
+                p.in.policy = intern_policy(x, &p.policy);
+                /* Copied whatever happened: config_free frees what it holds. */
+                c->integrations[i] = p.in;
+                check_dup(x, g, "integration", c->integrations, sizeof(p.in), (size_t)i);
         }
 }
 
@@ -1441,6 +1598,7 @@ out:
         config_destroy(&cfg);
         config_free(x.c);
         free(x.dup_slots);
+        free(x.strv_slots);
         return r;
 }
 
@@ -1488,8 +1646,6 @@ static void store_free(struct cfg_store *s)
 static void integration_free(struct cfg_integration *in)
 {
         free(in->name);
-        strv_free(in->scopes);
-        strv_free(in->projects);
         free(in->secret);
         strv_free(in->on_rotate);
 }
@@ -1508,6 +1664,15 @@ struct config *config_free(struct config *c)
                 store_free(&c->stores[i]);
         for (size_t i = 0; i < c->n_integrations; i++)
                 integration_free(&c->integrations[i]);
+        for (size_t i = 0; i < c->n_strvs; i++)
+                strv_free(c->strvs[i]);
+        free(c->strvs);
+        while (c->policies) {
+                struct cfg_policy *next = c->policies->next;
+
+                free(c->policies);
+                c->policies = next;
+        }
         free(c->accounts);
         free(c->stores);
         free(c->integrations);

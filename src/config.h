@@ -98,22 +98,32 @@ struct cfg_store {
 
 enum secret_format { FORMAT_JSON, FORMAT_RAW };
 
+/* name and line first: config.c's duplicate check reads every entry list
+ * through that common start.  The small fields are kept together so the
+ * struct has no hole (96 bytes on LP64). */
 struct cfg_integration {
         char *name;
         int line;
+        enum secret_format format;
         struct cfg_account *account;    /* points into config->accounts */
         struct cfg_store *store;        /* points into config->stores */
-        char **scopes;                  /* n_scopes entries */
+        /* Shared by every integration that lists the same strings in the same
+         * order, and owned by config->strvs: never freed or changed through
+         * an integration. */
+        char *const *scopes;            /* n_scopes entries */
         size_t n_scopes;
-        char **projects;
+        char *const *projects;
         size_t n_projects;
         char *secret;
-        enum secret_format format;
+        char **on_rotate;               /* NULL-terminated argv, or NULL */
+        /* &config->policy without overrides, else the top-level policy with
+         * them applied (shared by equal ones; owned by config->policies). */
+        const struct policy *policy;
         bool adopt;
         bool allow_wildcard;
-        char **on_rotate;               /* NULL-terminated argv, or NULL */
-        struct policy policy;           /* the top-level policy with overrides applied */
 };
+
+struct cfg_policy;               /* config.c's */
 
 struct config {
         char *path;             /* as given */
@@ -130,6 +140,11 @@ struct config {
         size_t n_stores;
         struct cfg_integration *integrations;
         size_t n_integrations;
+        /* What integrations share: a configuration generated for thousands
+         * of them repeats the same few lists and policies. */
+        char ***strvs;                  /* scopes and projects lists */
+        size_t n_strvs;
+        struct cfg_policy *policies;    /* policies with overrides, newest first */
 };
 
 /* Load and validate.  On failure prints `FILE:LINE: what is wrong` (with a

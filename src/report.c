@@ -188,8 +188,8 @@ static int add_integration(struct report_account *ra, const struct cfg_integrati
         const struct rec_integration *ri = records_find(rec, in->name);
 
         ra->integrations[ra->n_integrations++] = in;
-        if (ra->n_integrations == 1 || in->policy.renew_before < ra->renew_before)
-                ra->renew_before = in->policy.renew_before;
+        if (ra->n_integrations == 1 || in->policy->renew_before < ra->renew_before)
+                ra->renew_before = in->policy->renew_before;
         return ri ? collect_ids(ra, ri) : 0;
 }
 

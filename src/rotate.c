@@ -317,7 +317,7 @@ static int step_create(struct flight *f, int64_t now)
         if (save(f, "creating") < 0)
                 return -EIO;
         r = onplana_create(f->ctx->onp, f->in->account, name, f->in->scopes, f->in->n_scopes,
-                           f->in->projects, f->in->n_projects, now + f->in->policy.ttl, &t, err, sizeof(err));
+                           f->in->projects, f->in->n_projects, now + f->in->policy->ttl, &t, err, sizeof(err));
         if (r < 0) {
                 fail(f, OUTCOME_FAILED, "%s", err);
                 f->res->transient = r == -EAGAIN;
@@ -521,9 +521,9 @@ static int step_retire(struct flight *f, int64_t now)
                 audit(f, "revoked", f->ri->revoke_token_id, NULL, NULL, NULL);
                 rec_set(&f->ri->revoke_token_id, NULL);
         }
-        if (f->in->policy.revoke_after > 0) {
+        if (f->in->policy->revoke_after > 0) {
                 rec_set(&f->ri->revoke_token_id, old);
-                f->ri->revoke_due = now + f->in->policy.revoke_after;
+                f->ri->revoke_due = now + f->in->policy->revoke_after;
                 return 0;
         }
         if (onplana_revoke(f->ctx->onp, f->in->account, old, err, sizeof(err)) < 0) {
@@ -557,7 +557,7 @@ static void finish(struct flight *f, int64_t now)
         ri->last_rotation = now;
         ri->failures = 0;
         rec_set(&ri->last_error, retired ? NULL : res->error);
-        ri->next_rotation = ri->expires_at - f->in->policy.renew_before + schedule_splay(f->in);
+        ri->next_rotation = ri->expires_at - f->in->policy->renew_before + schedule_splay(f->in);
         rec_clear_flight(ri);
         /* The audit line first: a crash between the two repeats the line at
          * recovery rather than losing it. */
@@ -670,8 +670,8 @@ static void print_plan(struct flight *f, const struct store_value *prev, const c
         FILE *out = f->ctx->plan_out;
         char exp[32], ttl[32];
 
-        time_format_rfc3339(now + f->in->policy.ttl, exp, sizeof(exp));
-        duration_format(f->in->policy.ttl, ttl, sizeof(ttl));
+        time_format_rfc3339(now + f->in->policy->ttl, exp, sizeof(exp));
+        duration_format(f->in->policy->ttl, ttl, sizeof(ttl));
         fprintf(out, "%s: would create a token with scopes", f->in->name);
         for (size_t i = 0; i < f->in->n_scopes; i++)
                 fprintf(out, "%s%s", i ? "," : " ", f->in->scopes[i]);
@@ -682,7 +682,7 @@ static void print_plan(struct flight *f, const struct store_value *prev, const c
                 prev->version ? ")" : "");
         if (old_id)
                 fprintf(out, "%s: would revoke %s%s\n", f->in->name, old_id,
-                        f->in->policy.revoke_after > 0 ? " after revoke_after" : "");
+                        f->in->policy->revoke_after > 0 ? " after revoke_after" : "");
         fflush(out);
 }
 
@@ -867,11 +867,11 @@ static void record_failure(struct flight *f, int64_t now)
 
         if (o != OUTCOME_FAILED && o != OUTCOME_INCOMPLETE)
                 return;
-        urgent = !ri->token_id || ri->expires_at - now < f->in->policy.renew_before / 4;
+        urgent = !ri->token_id || ri->expires_at - now < f->in->policy->renew_before / 4;
         ri->last_result = o == OUTCOME_FAILED ? RESULT_FAILED : RESULT_INCOMPLETE;
         rec_set(&ri->last_error, f->res->error);
         ri->failures++;
-        ri->next_rotation = now + schedule_backoff(&f->in->policy, ri->failures, f->res->retry_after);
+        ri->next_rotation = now + schedule_backoff(f->in->policy, ri->failures, f->res->retry_after);
         (void)records_save(f->ctx->rec, ri);
         audit(f, "failed", ri->old_token_id ? ri->old_token_id : ri->token_id, ri->new_token_id,
               ri->new_version, f->res->error);

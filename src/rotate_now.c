@@ -64,7 +64,7 @@ static void rotate_one(struct rotate_ctx *ctx, const struct config *cfg,
                        const struct cfg_integration *in, bool dry_run, struct rotate_result *res)
 {
         int64_t start = now_mono_ms(), deadline = start + cfg->oneshot_timeout * 1000;
-        int64_t delay = in->policy.retry_min;
+        int64_t delay = in->policy->retry_min;
 
         http_set_deadline(deadline);
         for (;;) {
@@ -81,7 +81,7 @@ static void rotate_one(struct rotate_ctx *ctx, const struct config *cfg,
                         break;
                 log_warning(in->name, "%s; trying again in %llds", res->error, (long long)wait);
                 sleep_s(wait);
-                delay = delay * 2 > in->policy.retry_max ? in->policy.retry_max : delay * 2;
+                delay = delay * 2 > in->policy->retry_max ? in->policy->retry_max : delay * 2;
         }
         http_set_deadline(0);
 }

@@ -53,7 +53,7 @@ static void read_host_name(void)
 
 int64_t schedule_splay(const struct cfg_integration *in)
 {
-        int64_t cap = in->policy.renew_before * 3 / 100;
+        int64_t cap = in->policy->renew_before * 3 / 100;
         uint64_t h;
 
         if (cap > 3600)
@@ -71,7 +71,7 @@ int64_t schedule_rotation_due(const struct cfg_integration *in, const struct rec
         if (!ri || ri->step != STEP_IDLE || !ri->token_id || ri->failures > 0)
                 return ri && ri->next_rotation > now ? ri->next_rotation : now;
         /* Derived from the policy in force, so a changed renew_before counts. */
-        return ri->expires_at - in->policy.renew_before + schedule_splay(in);
+        return ri->expires_at - in->policy->renew_before + schedule_splay(in);
 }
 
 int64_t schedule_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now)

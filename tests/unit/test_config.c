@@ -469,8 +469,8 @@ static void check_full_integrations(const struct config *c)
         assert_int_equal(in[0].n_projects, 2);
         assert_true(in[0].adopt && !in[0].allow_wildcard);
         assert_int_equal(in[0].format, FORMAT_JSON);
-        assert_true(in[0].policy.ttl == 30 * 86400 && in[0].policy.renew_before == 10 * 86400);
-        assert_true(in[0].policy.revoke_after == 3600);
+        assert_true(in[0].policy->ttl == 30 * 86400 && in[0].policy->renew_before == 10 * 86400);
+        assert_true(in[0].policy->revoke_after == 3600);
         assert_string_equal(in[0].on_rotate[0], "/bin/systemctl");
         assert_string_equal(in[0].on_rotate[2], "");
         assert_null(in[0].on_rotate[4]);
@@ -478,8 +478,8 @@ static void check_full_integrations(const struct config *c)
         assert_int_equal(in[1].format, FORMAT_RAW);
         assert_int_equal(in[1].n_projects, 0);
         assert_null(in[1].on_rotate);
-        assert_true(in[1].policy.ttl == 60 * 86400);
-        assert_true(in[2].policy.renew_before == 59 * 86400 && in[2].policy.retry_max == 30);
+        assert_true(in[1].policy->ttl == 60 * 86400);
+        assert_true(in[2].policy->renew_before == 59 * 86400 && in[2].policy->retry_max == 30);
         assert_ptr_equal(config_find_integration(c, "az"), &in[2]);
         assert_null(config_find_integration(c, "nope"));
 }
@@ -508,6 +508,72 @@ static void test_full(void **state)
         check_full_integrations(c);
         assert_string_equal(store_type_name(c->stores[7].type), "azure");
         config_free(c);
+}
+
+/* Equal scopes and projects lists (same strings, same order) are one array,
+ * and integrations without policy overrides read the top-level policy:
+ * thousands of integrations keep one copy.  config_free frees each once
+ * (ASan and valgrind runs see a double free or a leak). */
+#define SHARED_INTEG(name, body) "  { name = \"" name "\"; account = \"svc\"; store = \"vault\"; " \
+        "secret = \"onplana/" name "\";\n    " body " }"
+static const char shared_text[] =
+        BASE "integrations = (\n"
+        SHARED_INTEG("a", "scopes = [ \"projects.read\", \"tasks.read\" ]; projects = [ \"prj_1\", \"prj_23\" ];") ",\n"
+        SHARED_INTEG("b", "scopes = ( \"projects.read\", \"tasks.read\" ); projects = [ \"prj_1\", \"prj_23\" ]; "
+                     "ttl = \"90d\";") ",\n"
+        SHARED_INTEG("c", "scopes = [ \"tasks.read\", \"projects.read\" ]; projects = [ \"prj_12\", \"prj_3\" ]; "
+                     "ttl = \"30d\";") ",\n"
+        SHARED_INTEG("d", "scopes = [ \"projects.read\" ]; projects = [ ]; ttl = \"30d\";") ",\n"
+        SHARED_INTEG("e", "scopes = [ \"projects.read\", \"tasks.read\", \"tasks.write\" ]; projects = [ ]; "
+                     "ttl = \"30d\"; retry_max = \"2h\";") "\n"
+        ");\n";
+
+static void test_shared_lists(void **state)
+{
+        struct config *c = load_good("shared-lists.conf", shared_text, false);
+        const struct cfg_integration *in = c->integrations;
+        char *path;
+
+        assert_int_equal(c->n_integrations, 5);
+        assert_ptr_equal(in[0].scopes, in[1].scopes);
+        assert_ptr_equal(in[0].projects, in[1].projects);
+        assert_int_equal(in[1].n_scopes, 2);
+        assert_string_equal(in[1].scopes[1], "tasks.read");
+        assert_null(in[1].scopes[2]);
+        /* the same strings in another order, a prefix, a longer list */
+        assert_ptr_not_equal(in[2].scopes, in[0].scopes);
+        assert_string_equal(in[2].scopes[0], "tasks.read");
+        assert_ptr_not_equal(in[3].scopes, in[0].scopes);
+        assert_int_equal(in[3].n_scopes, 1);
+        assert_ptr_not_equal(in[4].scopes, in[0].scopes);
+        assert_int_equal(in[4].n_scopes, 3);
+        /* "prj_1","prj_23" is not "prj_12","prj_3", though the letters run the same */
+        assert_ptr_not_equal(in[2].projects, in[0].projects);
+        assert_string_equal(in[2].projects[1], "prj_3");
+        assert_ptr_equal(in[3].projects, in[4].projects);
+        assert_int_equal(in[3].n_projects, 0);
+        /* ttl = "90d" is the top-level value: nothing overridden */
+        assert_ptr_equal(in[0].policy, &c->policy);
+        assert_ptr_equal(in[1].policy, &c->policy);
+        assert_ptr_equal(in[2].policy, in[3].policy);
+        assert_ptr_not_equal(in[2].policy, &c->policy);
+        assert_true(in[2].policy->ttl == 30 * 86400 && in[2].policy->retry_max == 3600);
+        assert_ptr_not_equal(in[4].policy, in[2].policy);
+        assert_true(in[4].policy->ttl == 30 * 86400 && in[4].policy->retry_max == 7200);
+        config_free(c);
+
+        /* Rejected after lists were shared: each is freed once all the same. */
+        path = write_conf("shared-bad.conf", BASE "integrations = (\n"
+                          SHARED_INTEG("a", "scopes = [ \"projects.read\" ]; projects = [ \"p\" ]; ttl = \"9d\";") ",\n"
+                          SHARED_INTEG("a", "scopes = [ \"projects.read\" ]; projects = [ \"p\" ]; ttl = \"9d\";") "\n"
+                          ");\n", 0600);
+        c = NULL;
+        capture_start(&cap);
+        assert_int_equal(config_load(path, false, &c), -EINVAL);
+        assert_null(c);
+        assert_non_null(capture_find(&cap, LOG_ERR, "duplicate integration name \"a\""));
+        capture_stop(&cap);
+        free(path);
 }
 
 /* One good configuration per rule, next to the bad ones above. */
@@ -845,6 +911,7 @@ static int teardown(void **state)
 static const struct CMUnitTest fixed_tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_full),
+        cmocka_unit_test(test_shared_lists),
         cmocka_unit_test(test_credentials_directory),
         cmocka_unit_test(test_credentials_beside_config),
         cmocka_unit_test(test_absolute_credential_path),
