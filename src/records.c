@@ -108,7 +108,6 @@ static void rec_free(struct rec_integration *ri)
         if (!ri)
                 return;
         rec_clear_flight(ri);
-        free(ri->name);
         free(ri->token_id);
         free(ri->version);
         free(ri->last_error);
@@ -306,16 +305,17 @@ struct rec_integration *records_find(struct records *r, const char *name)
 struct rec_integration *records_get(struct records *r, const char *name)
 {
         struct rec_integration *ri = records_find(r, name);
+        size_t len;
 
         if (ri)
                 return ri;
         if (r->n == r->cap && grow(r) < 0)
                 return NULL;
-        ri = calloc(1, sizeof(*ri));
-        if (!ri || !(ri->name = strdup(name))) {
-                free(ri);
+        len = strlen(name) + 1;
+        ri = calloc(1, sizeof(*ri) + len);
+        if (!ri)
                 return NULL;
-        }
+        ri->name = memcpy(ri->name_buf, name, len);
         r->v[r->n++] = ri;
         r->index[index_slot(r->index, 2 * r->cap, name)] = ri;
         return ri;

@@ -46,6 +46,7 @@ struct rec_integration {
         /* an old token whose revocation is due (revoke_after, or a failed hook) */
         char *revoke_token_id;
         int64_t revoke_due;
+        char name_buf[];                /* what name points to: one allocation for both */
 };
 
 struct audit_event {
