@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +147,10 @@ static void harden_process(void)
         (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         (void)setrlimit(RLIMIT_CORE, &rl);
         umask(077);
+        /* A reader of stdout or stderr that goes away (`| head`, a restarted
+         * journald) must not kill a rotation between two steps: the write
+         * fails instead.  Hooks get the default back (hook.c). */
+        signal(SIGPIPE, SIG_IGN);
 }
 
 static const char *base_name(const char *p)

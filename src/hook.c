@@ -21,6 +21,7 @@ static void child_exec(const struct cfg_integration *in, const char *token_id, i
         char *envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                          e_int, e_tok, e_sec, NULL };
         int devnull = open("/dev/null", O_RDONLY);
+        sigset_t none;
 
         snprintf(e_int, sizeof(e_int), "PATROL_INTEGRATION=%s", in->name);
         snprintf(e_tok, sizeof(e_tok), "PATROL_TOKEN_ID=%s", token_id ? token_id : "");
@@ -29,6 +30,11 @@ static void child_exec(const struct cfg_integration *in, const char *token_id, i
                 _exit(127);
         /* Nothing patrol holds open (records, sockets) reaches the hook. */
         closefrom(3);
+        /* The daemon blocks SIGTERM, SIGINT and SIGHUP for its signalfd and
+         * patrol ignores SIGPIPE (cli.c): a hook, and what it starts, gets
+         * the defaults back, or it could not be stopped the usual way. */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
         execve(in->on_rotate[0], in->on_rotate, envp);
         _exit(127);

@@ -1,7 +1,7 @@
 """End-to-end process hardening (SECURITY.md): no core dumps and not dumpable, files in
 state_dir 0600 whatever the umask, a state_dir others can write is refused, and
 on_rotate children get neither patrol's descriptors nor any secret in their
-environment -- from --rotate-now and from the daemon."""
+environment nor a blocked signal -- from --rotate-now and from the daemon."""
 import json
 import os
 import pathlib
@@ -23,7 +23,9 @@ with open(sys.argv[1], "a") as out:
     # the environment execve() gave (python adds LC_CTYPE to os.environ by itself)
     raw = open("/proc/self/environ", "rb").read().split(b"\0")
     env = dict(e.decode().split("=", 1) for e in raw if e)
-    out.write(json.dumps({"fds": fds, "env": env,
+    # the signal mask execve() kept (python blocks nothing by itself)
+    blocked = [l.split()[1] for l in open("/proc/self/status") if l.startswith("SigBlk:")][0]
+    out.write(json.dumps({"fds": fds, "env": env, "blocked": blocked,
                           "argv": sys.argv[1:], "uid": os.getuid()}) + "\n")
 """
 ALLOWED_ENV = {"PATH", "PATROL_INTEGRATION", "PATROL_TOKEN_ID", "PATROL_SECRET"}
@@ -52,6 +54,8 @@ def check_hook_run(env, run):
     # journal, sockets, signalfd/timerfd, an inherited descriptor)
     assert len(run["fds"]) == 4 and run["fds"][:3] == [0, 1, 2], run["fds"]
     assert set(run["env"]) == ALLOWED_ENV, sorted(run["env"])
+    # the daemon blocks SIGTERM, SIGINT and SIGHUP for itself: not for the hook
+    assert int(run["blocked"], 16) == 0, run["blocked"]
     assert run["env"]["PATROL_INTEGRATION"] == INTEG
     assert run["env"]["PATROL_SECRET"] == env.secret
     tok = env.in_store()

@@ -1,6 +1,8 @@
 """Many integrations in one --rotate-now: concurrency up to max_parallel, a 429
 storm, max_parallel = 1 behaving as before, a 429 holding back the whole pool,
 and a create that libcurl resent over a new connection."""
+import subprocess
+
 import pytest
 
 from test_rotate_vault import SCOPES, Setup
@@ -87,6 +89,22 @@ def test_results_are_printed_in_order_as_they_finish(env, vault, no_leaks):
     assert [ln.split(":")[0] for ln in lines] == ns
     assert all(": rotated " in ln for ln in lines)
     check_all_rotated(env, ns)
+    no_leaks(secrets=env.secrets())
+
+
+def test_a_reader_of_stdout_that_goes_away_does_not_stop_the_run(env, vault, no_leaks):
+    # `patrol --rotate-now | head -1`: the lines are written while rotations
+    # are in flight, and a closed pipe must not kill patrol between two steps.
+    ns = names(4)
+    env.configure([env.integration(n) for n in ns], max_parallel=2)
+    p = subprocess.Popen(env.patrol.command(["--rotate-now"]), cwd=str(env.patrol.dir),
+                         env=env.patrol.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, (p.returncode, err)
+    check_all_rotated(env, ns)
+    st = env.patrol.state()["integrations"]
+    assert all(st[n]["last_result"] == "rotated" and "in_flight" not in st[n] for n in ns)
     no_leaks(secrets=env.secrets())
 
 
