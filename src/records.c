@@ -8,6 +8,7 @@
 #include "records.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -80,10 +81,21 @@ const char *last_result_name(enum last_result r)
         return r <= RESULT_INCOMPLETE ? result_names[r] : "none";
 }
 
+/* A new value that fits where the old one is goes there: a rotation sets
+ * ids of the same length as those it replaces, and new allocations kept
+ * for the rest of a long run would be scattered among short-lived ones,
+ * holding more of the heap resident than the records need. */
 int rec_set(char **field, const char *value)
 {
         char *c = NULL;
 
+        if (value && *field) {
+                size_t len = strlen(value) + 1;
+                if (len <= malloc_usable_size(*field)) {
+                        memmove(*field, value, len);
+                        return 0;
+                }
+        }
         if (value && !(c = strdup(value)))
                 return -ENOMEM;
         free(*field);
