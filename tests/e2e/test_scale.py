@@ -1,6 +1,8 @@
-"""Many integrations in one --rotate-now: concurrency up to max_parallel, a 429
-storm, max_parallel = 1 behaving as before, a 429 holding back the whole pool,
-and a create that libcurl resent over a new connection."""
+"""Many integrations in one --rotate-now: concurrency up to max_parallel, results
+printed in order as they are settled (and a reader of them that goes away), a
+slow login holding back only its own account or store, a 429 storm,
+max_parallel = 1 behaving as before, a 429 holding back the whole pool, and a
+create that libcurl resent over a new connection."""
 import subprocess
 
 import pytest
