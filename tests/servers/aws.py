@@ -98,6 +98,7 @@ Control API (no auth), besides common.py's:
                                 every SM/STS call that reached a handler, in order
 """
 import datetime
+import functools
 import hashlib
 import hmac
 import json
@@ -139,23 +140,18 @@ SM_ACTIONS = ("CreateSecret", "GetSecretValue", "PutSecretValue", "UpdateSecretV
 STS_ACTIONS = ("AssumeRole", "AssumeRoleWithWebIdentity", "GetCallerIdentity")
 
 
-_AMZ_DATES = {}
-
-
+@functools.lru_cache(maxsize=4096)
 def amz_date_epoch(date):
     """Epoch seconds of an X-Amz-Date (strptime's answer, or its ValueError), remembered:
     a client signs many requests within the same second."""
-    t = _AMZ_DATES.get(date)
-    if t is None:
-        t = datetime.datetime.strptime(date, "%Y%m%dT%H%M%SZ") \
-                    .replace(tzinfo=datetime.timezone.utc).timestamp()
-        if len(_AMZ_DATES) >= 4096:
-            _AMZ_DATES.clear()
-        _AMZ_DATES[date] = t
-    return t
+    return datetime.datetime.strptime(date, "%Y%m%dT%H%M%SZ") \
+                   .replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
-_AUTH_HEADS = {}
+@functools.lru_cache(maxsize=1024)
+def _auth_head_groups(head):
+    m = AUTH_HEAD_RE.fullmatch(head)
+    return m.groups() if m else ()
 
 
 def match_authorization(value):
@@ -164,53 +160,38 @@ def match_authorization(value):
     which is the same for all the requests of a day: that part is matched once."""
     if len(value) < 74 or AUTH_TAIL_RE.fullmatch(value, len(value) - 74) is None:
         return None
-    head = value[:-74]
-    groups = _AUTH_HEADS.get(head)
-    if groups is None:
-        m = AUTH_HEAD_RE.fullmatch(head)
-        groups = m.groups() if m else ()
-        if len(_AUTH_HEADS) >= 1024:
-            _AUTH_HEADS.clear()
-        _AUTH_HEADS[head] = groups
+    groups = _auth_head_groups(value[:-74])
     return groups + (value[-64:],) if groups else None
 
 
-_HMAC_PADS = {}
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+@functools.lru_cache(maxsize=1024)
+def _hmac_pads(key):
+    """The SHA-256 states after HMAC's inner and outer padded key (never updated: copied)."""
+    k = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+    return hashlib.sha256(k.translate(_IPAD)), hashlib.sha256(k.translate(_OPAD))
 
 
 def hmac_sha256_hex(key, msg):
     """hmac.new(key, msg, sha256).hexdigest(), with the two padded-key states of each key
     computed once (copying them costs less than setting up an HMAC)."""
-    pads = _HMAC_PADS.get(key)
-    if pads is None:
-        k = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
-        pads = (hashlib.sha256(k.translate(_IPAD)), hashlib.sha256(k.translate(_OPAD)))
-        if len(_HMAC_PADS) >= 1024:
-            _HMAC_PADS.clear()
-        _HMAC_PADS[key] = pads
-    inner = pads[0].copy()
+    ipad, opad = _hmac_pads(key)
+    inner = ipad.copy()
     inner.update(msg)
-    outer = pads[1].copy()
+    outer = opad.copy()
     outer.update(inner.digest())
     return outer.hexdigest()
 
 
-_SIGNING_KEYS = {}
-
-
+@functools.lru_cache(maxsize=1024)
 def signing_key(secret, day, region, service):
     """SigV4's derived key: the same for every request of a day (remembered)."""
-    k = (secret, day, region, service)
-    key = _SIGNING_KEYS.get(k)
-    if key is None:
-        key = ("AWS4" + secret).encode()
-        for part in (day, region, service, "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        if len(_SIGNING_KEYS) >= 1024:
-            _SIGNING_KEYS.clear()
-        _SIGNING_KEYS[k] = key
+    key = ("AWS4" + secret).encode()
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     return key
 
 

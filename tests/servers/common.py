@@ -79,6 +79,7 @@ A service adds its own /_test/ routes the same way it adds API routes.
 import argparse
 import base64
 import collections
+import functools
 import json
 import os
 import re
@@ -198,25 +199,19 @@ def json_response(status, obj, headers=None):
     return Response(status, json_bytes(obj), headers, "application/json")
 
 
-_QUERY_CACHE = {}
+@functools.lru_cache(maxsize=4096)
+def _parse_query(query_string):
+    """{name: first value} of a query string (parse_qs): the same every time, so parsed
+    once; callers copy it."""
+    return {k: v[0] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
 
 
 class Request:
     def __init__(self, method, path, query_string, headers, body):
         self.method, self.path, self.query_string = method, path, query_string
         self.headers, self.body = headers, body
-        if query_string:
-            # parse_qs of a query string is always the same: parsed once, copied after
-            query = _QUERY_CACHE.get(query_string)
-            if query is None:
-                query = {k: v[0] for k, v in
-                         parse_qs(query_string, keep_blank_values=True).items()}
-                if len(_QUERY_CACHE) >= 4096:
-                    _QUERY_CACHE.clear()
-                _QUERY_CACHE[query_string] = query
-            self.query = dict(query)
-        else:                      # what parse_qs answers for "", without its work
-            self.query = {}
+        # what parse_qs answers for "", without its work
+        self.query = dict(_parse_query(query_string)) if query_string else {}
         self._query_all = None
         self.params = {}
         self.auth = None           # service's note on the credential kind, for the log
@@ -424,7 +419,8 @@ class Service:
         self.control_generation = 0   # bumped by every control (/_test/) request: see memo()
         self._memo, self._memo_generation = {}, 0
         self._routes = []
-        self._route_cache = {}   # (method, path) -> what the scan of _routes finds
+        # The routes never change, so the answer for a (method, path) is found once.
+        self.find_route = functools.lru_cache(maxsize=8192)(self.find_route)
         for attr in dir(type(self)):
             fn = getattr(type(self), attr, None)
             for method, pattern in getattr(fn, "_routes", ()):
@@ -461,12 +457,7 @@ class Service:
     def find_route(self, method, path):
         """(handler, params) of the first route whose regex fully matches path and whose
         method is method; (None, True) when only other methods match (405), (None, False)
-        when nothing does (404).  The routes never change, so the answer for a (method,
-        path) is computed once (the cache is emptied when it grows large)."""
-        key = (method, path)
-        hit = self._route_cache.get(key)
-        if hit is not None:
-            return hit
+        when nothing does (404)."""
         hit = (None, False)
         for rmethod, rx, fn, prefix in self._routes:
             if not path.startswith(prefix):        # cannot match: skip the regex
@@ -479,9 +470,6 @@ class Service:
                 continue
             hit = (fn, m.groupdict())
             break
-        if len(self._route_cache) >= 8192:
-            self._route_cache.clear()
-        self._route_cache[key] = hit
         return hit
 
     def memo(self):
@@ -490,6 +478,14 @@ class Service:
         if self._memo_generation != self.control_generation or len(self._memo) >= 16384:
             self._memo, self._memo_generation = {}, self.control_generation
         return self._memo
+
+    def remembered(self, key, compute, *args):
+        """memo()[key], computed as compute(*args) when missing (call under self.lock)."""
+        memo = self.memo()
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = compute(*args)
+        return hit
 
     def dispatch(self, req):
         fn, params = self.find_route(req.method, req.path)

@@ -54,6 +54,7 @@ Control API (plus the generic one in common.py: faults, log, clock, secrets, res
 """
 import base64
 import datetime
+import functools
 import json
 import os
 import re
@@ -96,20 +97,10 @@ def random_alnum(n):
     return out[:n]
 
 
-_PARSED_TIMES = {}
-
-
 def parse_time(value, field, allow_null=True):
     """RFC 3339 (with zone) or epoch seconds -> epoch float; None stays None."""
-    if type(value) is str:
-        t = _PARSED_TIMES.get(value)        # a string always gives the same time
-        if t is not None:
-            return t
-        t = _parse_time(value, field, allow_null)
-        if len(_PARSED_TIMES) >= 4096:
-            _PARSED_TIMES.clear()
-        _PARSED_TIMES[value] = t
-        return t
+    if type(value) is str:                  # a string always gives the same time
+        return _parse_time_str(value, field)
     return _parse_time(value, field, allow_null)
 
 
@@ -134,7 +125,12 @@ def _parse_time(value, field, allow_null=True):
         raise ApiError(400, "invalid_request", f"{field} is not a valid time")
 
 
-_WHOLE_SECONDS = {}
+_parse_time_str = functools.lru_cache(maxsize=4096)(_parse_time)
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_second(s):
+    return datetime.datetime.fromtimestamp(s, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Onplana(common.Service):
@@ -156,14 +152,7 @@ class Onplana(common.Service):
             if t - s < 0.999:
                 # fromtimestamp rounds to microseconds: this far from the next second, the
                 # answer is that of the whole second s, which is remembered
-                out = _WHOLE_SECONDS.get(s)
-                if out is None:
-                    out = datetime.datetime.fromtimestamp(s, datetime.timezone.utc) \
-                                  .strftime("%Y-%m-%dT%H:%M:%SZ")
-                    if len(_WHOLE_SECONDS) >= 4096:
-                        _WHOLE_SECONDS.clear()
-                    _WHOLE_SECONDS[s] = out
-                return out
+                return _whole_second(s)
         dt = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
         if self.config["fractional_times"]:
             return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)

@@ -236,12 +236,7 @@ class Vault(common.Service):
     def resolve(self, req):
         """(namespace, path inside it): the header, then any namespace prefix of the path."""
         hdr = (req.headers.get("X-Vault-Namespace") or "").strip("/")
-        key = ("resolve", hdr, req.params["rest"])
-        memo = self.memo()
-        hit = memo.get(key)
-        if hit is None:
-            hit = memo[key] = self._resolve(req, hdr)
-        return hit
+        return self.remembered(("resolve", hdr, req.params["rest"]), self._resolve, req, hdr)
 
     def _resolve(self, req, hdr):
         ns = self.namespace(hdr, create=False)
@@ -276,12 +271,7 @@ class Vault(common.Service):
         return self.kv2(req, tok, ns, mount, sub, method)
 
     def find_mount(self, ns, p):
-        key = ("mount", ns.path, p)
-        memo = self.memo()
-        hit = memo.get(key)
-        if hit is None:
-            hit = memo[key] = self._find_mount(ns, p)
-        return hit
+        return self.remembered(("mount", ns.path, p), self._find_mount, ns, p)
 
     def _find_mount(self, ns, p):
         best = None
@@ -322,11 +312,8 @@ class Vault(common.Service):
         return set() if "deny" in caps else caps
 
     def authorize(self, tok, ns, p, cap):
-        key = ("caps", tuple(tok.policies), tok.namespace, ns.path, p)
-        memo = self.memo()
-        caps = memo.get(key)
-        if caps is None:
-            caps = memo[key] = self.capabilities(tok, ns, p)
+        caps = self.remembered(("caps", tuple(tok.policies), tok.namespace, ns.path, p),
+                               self.capabilities, tok, ns, p)
         if cap not in caps:
             raise denied()
 
