@@ -199,7 +199,6 @@ static struct json_object *result_json(const struct cfg_integration *in, const s
 struct run {
         const struct config *cfg;
         const struct cli *cli;
-        struct records *rec;
         struct rotate_ctx *ctx;
         const struct cfg_integration **sel;
         size_t n;
@@ -275,7 +274,7 @@ static void run_parallel(struct run *run)
 static int run_all(const struct config *cfg, const struct cli *c, struct records *rec,
                    const struct cfg_integration **sel, size_t n)
 {
-        struct run run = { .cfg = cfg, .cli = c, .rec = rec, .sel = sel, .n = n };
+        struct run run = { .cfg = cfg, .cli = c, .sel = sel, .n = n };
         struct http_client *http = http_client_new(0, 0);
         int status = EXIT_FAILED;
         size_t i;
