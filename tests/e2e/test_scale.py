@@ -2,7 +2,8 @@
 printed in order as they are settled (and a reader of them that goes away), a
 slow login holding back only its own account or store, a 429 storm,
 max_parallel = 1 behaving as before, a 429 holding back the whole pool, and a
-create that libcurl resent over a new connection."""
+create that libcurl resent over a new connection, and GnuTLS (loaded by
+libcurl) left uninitialised."""
 import subprocess
 
 import pytest
@@ -202,3 +203,17 @@ def test_a_create_resent_by_libcurl_leaves_no_duplicate(env, no_leaks):
     assert sorted(t["state"] for t in made) == ["active", "revoked"]
     assert any(e["path"] == "/api/v1/tokens" and "name=" in e["query"] for e in env.onplana.log())
     no_leaks(secrets=env.secrets())
+
+
+def test_gnutls_loaded_by_libcurl_is_left_uninitialised(patrol):
+    """libcurl's own dependencies (librtmp, libldap) load GnuTLS, which patrol
+    never uses; its constructor must find patrol's _gnutls_global_init_skip()
+    and skip initialising itself (about 0.8 MiB of every patrol process)."""
+    r = subprocess.run([str(patrol.binary), "--version"], env={**patrol.env(), "LD_DEBUG": "bindings"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    if "libgnutls" not in r.stderr:
+        pytest.skip("this libcurl does not load GnuTLS")
+    asked = [line for line in r.stderr.splitlines() if "`_gnutls_global_init_skip'" in line]
+    assert asked, "GnuTLS's constructor did not look the symbol up"
+    assert all(line.split(" to ")[1].split()[0].endswith("/patrol") for line in asked), asked
