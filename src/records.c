@@ -1013,6 +1013,13 @@ static int open_journal(struct records *r, char *err, size_t errlen)
         return 0;
 }
 
+static bool journal_has_bytes(const struct records *r)
+{
+        struct stat st;
+
+        return fstat(r->journal.fd, &st) < 0 || st.st_size > 0;
+}
+
 int records_open(const char *state_dir, bool readonly, struct records **ret, char *err, size_t errlen)
 {
         struct records *r = calloc(1, sizeof(*r));
@@ -1042,8 +1049,11 @@ int records_open(const char *state_dir, bool readonly, struct records **ret, cha
         }
         if (rc == 0 && !readonly)
                 rc = open_journal(r, err, errlen);
-        /* Start from a clean snapshot so the journal only holds this run. */
-        if (rc == 0 && !readonly && r->journal_lines > 0) {
+        /* Start from a clean snapshot so the journal only holds this run.
+         * Even a journal with no whole line is folded away: a torn tail left
+         * there would glue itself to the next line appended, and loading
+         * stops at the first line it cannot read. */
+        if (rc == 0 && !readonly && (r->journal_lines > 0 || journal_has_bytes(r))) {
                 rc = records_compact(r);
                 if (rc < 0)
                         snprintf(err, errlen, "%s/state.json: %s", state_dir, strerror(-rc));

@@ -74,6 +74,36 @@ static void test_torn_journal_line_is_ignored(void **state)
         free(dir);
 }
 
+/* A crash mid-write left only a torn line; the steps recorded after it
+ * must not be glued to it (loading stops at the first unreadable line). */
+static void test_steps_after_a_torn_tail_survive(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *r = NULL, *r2 = NULL;
+        struct rec_integration *ri;
+        FILE *f;
+
+        (void)state;
+        f = fopen(path_of(dir, "state.journal"), "w");
+        assert_non_null(f);
+        fputs("{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO", f);   /* torn */
+        fclose(f);
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
+        ri = records_get(r, "a");
+        ri->step = STEP_CREATED;
+        rec_set(&ri->new_token_id, "pat_NEW");
+        assert_int_equal(records_save(r, ri), 0);
+        /* A crash: read what is on disk without closing r. */
+        assert_int_equal(records_open(dir, true, &r2, err, sizeof(err)), 0);
+        ri = records_find(r2, "a");
+        assert_non_null(ri);
+        assert_int_equal(ri->step, STEP_CREATED);
+        assert_string_equal(ri->new_token_id, "pat_NEW");
+        records_close(r2);
+        records_close(r);
+        free(dir);
+}
+
 static void write_snapshot_text(const char *dir, const char *text)
 {
         FILE *f = fopen(path_of(dir, "state.json"), "w");
@@ -206,6 +236,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_steps_survive_reopen),
                 cmocka_unit_test(test_torn_journal_line_is_ignored),
+                cmocka_unit_test(test_steps_after_a_torn_tail_survive),
                 cmocka_unit_test(test_snapshot_layouts),
                 cmocka_unit_test(test_files_are_private),
                 cmocka_unit_test(test_world_writable_state_dir_refused),
