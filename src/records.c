@@ -1013,6 +1013,34 @@ static int open_journal(struct records *r, char *err, size_t errlen)
         return 0;
 }
 
+/* A line torn by a crash mid-write ends at the next line appended: without
+ * this, the next event would be glued to it and lost to line readers. */
+static int end_torn_audit_line(const struct records *r, char *err, size_t errlen)
+{
+        char *path = path_in(r, r->audit.file), last;
+        int fd, rc = 0;
+
+        if (!path)
+                return -ENOMEM;
+        fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+                if (errno != ENOENT) {
+                        rc = -errno;
+                        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+                }
+                goto out;
+        }
+        if (pread(fd, &last, 1, lseek(fd, 0, SEEK_END) - 1) == 1 && last != '\n' &&
+            (write_all(fd, "\n", 1) < 0 || fsync(fd) < 0)) {
+                rc = -errno;
+                snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        }
+        close(fd);
+out:
+        free(path);
+        return rc;
+}
+
 static bool journal_has_bytes(const struct records *r)
 {
         struct stat st;
@@ -1049,6 +1077,8 @@ int records_open(const char *state_dir, bool readonly, struct records **ret, cha
         }
         if (rc == 0 && !readonly)
                 rc = open_journal(r, err, errlen);
+        if (rc == 0 && !readonly)
+                rc = end_torn_audit_line(r, err, errlen);
         /* Start from a clean snapshot so the journal only holds this run.
          * Even a journal with no whole line is folded away: a torn tail left
          * there would glue itself to the next line appended, and loading

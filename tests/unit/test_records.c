@@ -2,6 +2,8 @@
  * file modes, and the refusal of a state_dir others can write. */
 #include "test_util.h"
 
+#include <json-c/json.h>
+
 #include "records.h"
 
 static char *scratch(void)
@@ -101,6 +103,40 @@ static void test_steps_after_a_torn_tail_survive(void **state)
         assert_string_equal(ri->new_token_id, "pat_NEW");
         records_close(r2);
         records_close(r);
+        free(dir);
+}
+
+/* The same in audit.jsonl: the next event starts a line of its own. */
+static void test_audit_event_after_a_torn_line_is_whole(void **state)
+{
+        char *dir = scratch(), err[256], text[512];
+        struct records *r = NULL;
+        struct audit_event ev = { .integration = "a", .event = "rotated", .new_token_id = "pat_X",
+                                  .store = "vault", .secret = "s", .version = "3" };
+        struct json_object *parsed;
+        const char *second;
+        size_t n;
+        FILE *f;
+
+        (void)state;
+        f = fopen(path_of(dir, "audit.jsonl"), "w");
+        assert_non_null(f);
+        fputs("{\"time\":\"2026-11-28T10:00:00Z\",\"integ", f);        /* torn */
+        fclose(f);
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
+        assert_int_equal(records_audit(r, &ev), 0);
+        records_close(r);
+        f = fopen(path_of(dir, "audit.jsonl"), "r");
+        assert_non_null(f);
+        n = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        second = strchr(text, '\n');
+        assert_non_null(second);
+        parsed = json_tokener_parse(second + 1);
+        assert_non_null(parsed);
+        json_object_put(parsed);
+        assert_non_null(strstr(second + 1, "\"event\":\"rotated\""));
         free(dir);
 }
 
@@ -237,6 +273,7 @@ int main(void)
                 cmocka_unit_test(test_steps_survive_reopen),
                 cmocka_unit_test(test_torn_journal_line_is_ignored),
                 cmocka_unit_test(test_steps_after_a_torn_tail_survive),
+                cmocka_unit_test(test_audit_event_after_a_torn_line_is_whole),
                 cmocka_unit_test(test_snapshot_layouts),
                 cmocka_unit_test(test_files_are_private),
                 cmocka_unit_test(test_world_writable_state_dir_refused),
