@@ -23,6 +23,16 @@ static char *path_of(const char *dir, const char *f)
         return buf;
 }
 
+/* Put text in dir/file: appended ("a") or instead of what was there ("w"). */
+static void write_text(const char *dir, const char *file, const char *mode, const char *text)
+{
+        FILE *f = fopen(path_of(dir, file), mode);
+
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
 static void test_steps_survive_reopen(void **state)
 {
         char *dir = scratch(), err[256];
@@ -58,7 +68,6 @@ static void test_torn_journal_line_is_ignored(void **state)
         char *dir = scratch(), err[256];
         struct records *r = NULL;
         struct rec_integration *ri;
-        FILE *f;
 
         (void)state;
         assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
@@ -66,10 +75,7 @@ static void test_torn_journal_line_is_ignored(void **state)
         rec_set(&ri->token_id, "pat_A");
         assert_int_equal(records_save(r, ri), 0);
         records_close(r);
-        f = fopen(path_of(dir, "state.journal"), "a");
-        assert_non_null(f);
-        fputs("{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO", f);   /* torn */
-        fclose(f);
+        write_text(dir, "state.journal", "a", "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO");   /* torn */
         assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
         assert_string_equal(records_find(r, "a")->token_id, "pat_A");
         records_close(r);
@@ -83,13 +89,9 @@ static void test_steps_after_a_torn_tail_survive(void **state)
         char *dir = scratch(), err[256];
         struct records *r = NULL, *r2 = NULL;
         struct rec_integration *ri;
-        FILE *f;
 
         (void)state;
-        f = fopen(path_of(dir, "state.journal"), "w");
-        assert_non_null(f);
-        fputs("{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO", f);   /* torn */
-        fclose(f);
+        write_text(dir, "state.journal", "w", "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO");   /* torn */
         assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
         ri = records_get(r, "a");
         ri->step = STEP_CREATED;
@@ -119,10 +121,7 @@ static void test_audit_event_after_a_torn_line_is_whole(void **state)
         FILE *f;
 
         (void)state;
-        f = fopen(path_of(dir, "audit.jsonl"), "w");
-        assert_non_null(f);
-        fputs("{\"time\":\"2026-11-28T10:00:00Z\",\"integ", f);        /* torn */
-        fclose(f);
+        write_text(dir, "audit.jsonl", "w", "{\"time\":\"2026-11-28T10:00:00Z\",\"integ");       /* torn */
         assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
         assert_int_equal(records_audit(r, &ev), 0);
         records_close(r);
@@ -138,15 +137,6 @@ static void test_audit_event_after_a_torn_line_is_whole(void **state)
         json_object_put(parsed);
         assert_non_null(strstr(second + 1, "\"event\":\"rotated\""));
         free(dir);
-}
-
-static void write_snapshot_text(const char *dir, const char *text)
-{
-        FILE *f = fopen(path_of(dir, "state.json"), "w");
-
-        assert_non_null(f);
-        fputs(text, f);
-        fclose(f);
 }
 
 /* state.json is read one entry at a time (records.c): any JSON layout of the
@@ -174,7 +164,7 @@ static void test_snapshot_layouts(void **state)
                 struct records *r = NULL;
                 struct rec_integration *ri;
 
-                write_snapshot_text(dir, good[i]);
+                write_text(dir, "state.json", "w", good[i]);
                 assert_int_equal(records_open(dir, true, &r, err, sizeof(err)), 0);
                 assert_int_equal(records_count(r), 2);
                 ri = records_find(r, "a");
@@ -191,7 +181,7 @@ static void test_snapshot_layouts(void **state)
                 char *dir = scratch();
                 struct records *r = NULL;
 
-                write_snapshot_text(dir, bad[i]);
+                write_text(dir, "state.json", "w", bad[i]);
                 if (records_open(dir, true, &r, err, sizeof(err)) == 0)
                         fail_msg("state.json %s loaded", bad[i]);
                 free(dir);
