@@ -9,9 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#ifdef HAVE_SYSTEMD
-#include <systemd/sd-journal.h>
-#endif
+#include "sd.h"
 
 static int verbosity;
 static bool use_journal;
@@ -46,20 +44,14 @@ static bool stderr_is_journal(void)
         return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
+/* Also where libsystemd is loaded, if systemd started patrol (sd.c): this
+ * runs first, before any thread. */
 void log_init(int v)
 {
-        verbosity = v;
-#ifdef HAVE_SYSTEMD
-        use_journal = stderr_is_journal();
-#else
-        (void)stderr_is_journal;
-        use_journal = false;
-#endif
-}
+        bool journal = stderr_is_journal();
 
-void log_use_journal(bool journal)
-{
-        use_journal = journal;
+        verbosity = v;
+        use_journal = sd_load(journal) && journal;
 }
 
 int log_get_verbosity(void)
@@ -98,17 +90,9 @@ static const char *level_name(int level)
 
 static void write_journal(int level, enum log_event ev, const char *integration, const char *msg)
 {
-#ifdef HAVE_SYSTEMD
         const char *id = ev < sizeof(event_ids) / sizeof(event_ids[0]) ? event_ids[ev] : NULL;
 
-        sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", level,
-                        "SYSLOG_IDENTIFIER=patrol",
-                        id ? "MESSAGE_ID=%s" : "PATROL_NO_ID=%s", id ? id : "1",
-                        integration ? "PATROL_INTEGRATION=%s" : "PATROL_GLOBAL=%s",
-                        integration ? integration : "1", NULL);
-#else
-        (void)level; (void)ev; (void)integration; (void)msg; (void)event_ids;
-#endif
+        (void)sd_journal_entry(level, msg, id, integration);
 }
 
 void log_event(int level, enum log_event ev, const char *integration, const char *fmt, ...)

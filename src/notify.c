@@ -1,22 +1,16 @@
 /* notify.c: sd_notify messages; no-ops when built --without-systemd or
- * when not started by systemd ($NOTIFY_SOCKET unset). */
+ * when not started by systemd (libsystemd not loaded: see sd.c). */
 #include "notify.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#ifdef HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
+#include "sd.h"
 
 static void notify_send(const char *msg)
 {
-#ifdef HAVE_SYSTEMD
-        (void)sd_notify(0, msg);
-#else
-        (void)msg;
-#endif
+        sd_notify_state(msg);
 }
 
 void notify_ready(void)
@@ -54,11 +48,6 @@ void notify_status(const char *fmt, ...)
 
 int64_t notify_watchdog_interval_ms(void)
 {
-#ifdef HAVE_SYSTEMD
-        uint64_t usec = 0;
-
-        if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
-                return (int64_t)(usec / 2000);
-#endif
-        return 0;
+        /* Half the interval, in ms. */
+        return (int64_t)(sd_watchdog_usec() / 2000);
 }

@@ -3,7 +3,7 @@ printed in order as they are settled (and a reader of them that goes away), a
 slow login holding back only its own account or store, a 429 storm,
 max_parallel = 1 behaving as before, a 429 holding back the whole pool, and a
 create that libcurl resent over a new connection, and GnuTLS (loaded by
-libcurl) left uninitialised."""
+libcurl) left uninitialised and libsystemd left unloaded outside systemd."""
 import subprocess
 
 import pytest
@@ -217,3 +217,17 @@ def test_gnutls_loaded_by_libcurl_is_left_uninitialised(patrol):
     asked = [line for line in r.stderr.splitlines() if "`_gnutls_global_init_skip'" in line]
     assert asked, "GnuTLS's constructor did not look the symbol up"
     assert all(line.split(" to ")[1].split()[0].endswith("/patrol") for line in asked), asked
+
+
+def test_libsystemd_is_loaded_only_under_systemd(patrol):
+    """A --rotate-now by hand or in CI does not map libsystemd and what it
+    links (about 0.7 MiB); started with $NOTIFY_SOCKET (by systemd) it does
+    (test_daemon.py checks what it then sends)."""
+    def loaded(extra):
+        r = subprocess.run([str(patrol.binary), "--version"], env={**patrol.env(extra), "LD_DEBUG": "libs"},
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return "libsystemd.so" in r.stderr
+
+    assert not loaded({})
+    assert loaded({"NOTIFY_SOCKET": "/nonexistent/notify"})
