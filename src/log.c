@@ -51,7 +51,7 @@ void log_init(int v)
         bool journal = stderr_is_journal();
 
         verbosity = v;
-        use_journal = sd_load(journal) && journal;
+        use_journal = libsystemd_load(journal) && journal;
 }
 
 int log_get_verbosity(void)
@@ -92,7 +92,7 @@ static void write_journal(int level, enum log_event ev, const char *integration,
 {
         const char *id = ev < sizeof(event_ids) / sizeof(event_ids[0]) ? event_ids[ev] : NULL;
 
-        (void)sd_journal_entry(level, msg, id, integration);
+        (void)libsystemd_journal(level, msg, id, integration);
 }
 
 void log_event(int level, enum log_event ev, const char *integration, const char *fmt, ...)

@@ -10,7 +10,7 @@
 
 static void notify_send(const char *msg)
 {
-        sd_notify_state(msg);
+        libsystemd_notify(msg);
 }
 
 void notify_ready(void)
@@ -49,5 +49,5 @@ void notify_status(const char *fmt, ...)
 int64_t notify_watchdog_interval_ms(void)
 {
         /* Half the interval, in ms. */
-        return (int64_t)(sd_watchdog_usec() / 2000);
+        return (int64_t)(libsystemd_watchdog_usec() / 2000);
 }

@@ -23,7 +23,7 @@ static struct {
         __typeof__(sd_journal_send) *journal_send;
 } sd;
 
-bool sd_load(bool want_journal)
+bool libsystemd_load(bool want_journal)
 {
         if (sd.dl)
                 return true;
@@ -43,13 +43,13 @@ bool sd_load(bool want_journal)
         return true;
 }
 
-void sd_notify_state(const char *state)
+void libsystemd_notify(const char *state)
 {
         if (sd.dl)
                 (void)sd.notify(0, state);
 }
 
-uint64_t sd_watchdog_usec(void)
+uint64_t libsystemd_watchdog_usec(void)
 {
         uint64_t usec = 0;
 
@@ -58,7 +58,7 @@ uint64_t sd_watchdog_usec(void)
         return 0;
 }
 
-bool sd_journal_entry(int priority, const char *message, const char *message_id, const char *integration)
+bool libsystemd_journal(int priority, const char *message, const char *message_id, const char *integration)
 {
         if (!sd.dl)
                 return false;
@@ -71,23 +71,23 @@ bool sd_journal_entry(int priority, const char *message, const char *message_id,
 
 #else
 
-bool sd_load(bool want_journal)
+bool libsystemd_load(bool want_journal)
 {
         (void)want_journal;
         return false;
 }
 
-void sd_notify_state(const char *state)
+void libsystemd_notify(const char *state)
 {
         (void)state;
 }
 
-uint64_t sd_watchdog_usec(void)
+uint64_t libsystemd_watchdog_usec(void)
 {
         return 0;
 }
 
-bool sd_journal_entry(int priority, const char *message, const char *message_id, const char *integration)
+bool libsystemd_journal(int priority, const char *message, const char *message_id, const char *integration)
 {
         (void)priority; (void)message; (void)message_id; (void)integration;
         return false;

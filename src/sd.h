@@ -9,13 +9,13 @@
 /* Load libsystemd if, and only if, $NOTIFY_SOCKET, $WATCHDOG_USEC or
  * want_journal says patrol was started by systemd.  Call once, before any
  * thread starts.  Returns whether the calls below do anything. */
-bool sd_load(bool want_journal);
+bool libsystemd_load(bool want_journal);
 
 /* sd_notify(0, state); nothing without libsystemd. */
-void sd_notify_state(const char *state);
+void libsystemd_notify(const char *state);
 /* sd_watchdog_enabled(0, &usec) > 0 ? usec : 0. */
-uint64_t sd_watchdog_usec(void);
+uint64_t libsystemd_watchdog_usec(void);
 /* One journal entry with these fields; returns false when none was sent. */
-bool sd_journal_entry(int priority, const char *message, const char *message_id, const char *integration);
+bool libsystemd_journal(int priority, const char *message, const char *message_id, const char *integration);
 
 #endif
