@@ -1,9 +1,12 @@
 """End-to-end: patrol as a daemon (no action): scheduling, sd_notify, SIGHUP,
-SIGTERM, revoke_after, on_rotate, the metrics file, idleness."""
+SIGTERM, revoke_after, on_rotate, the metrics file, idleness; and logging to
+the journal when stderr is systemd's journal stream."""
 import os
 import pathlib
 import signal
 import socket
+import struct
+import subprocess
 import threading
 import time
 
@@ -57,6 +60,80 @@ def notify(tmp_path):
     n = NotifySocket(tmp_path)
     yield n
     n.close()
+
+
+JOURNAL_SOCKET = pathlib.Path("/run/systemd/journal/socket")
+
+
+def journal_fields(datagram):
+    """One entry of journald's native protocol: KEY=value lines, or KEY, a
+    little-endian 64-bit length and the value for values with newlines."""
+    fields, i = {}, 0
+    while i < len(datagram):
+        nl = datagram.index(b"\n", i)
+        line = datagram[i:nl]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            i = nl + 1
+        else:
+            k, (n,) = line, struct.unpack("<Q", datagram[nl + 1:nl + 9])
+            v = datagram[nl + 9:nl + 9 + n]
+            i = nl + 9 + n + 1
+        fields[k.decode()] = v.decode()
+    return fields
+
+
+@pytest.fixture
+def journal():
+    """Stands in for journald at its fixed socket path, where none runs."""
+    if JOURNAL_SOCKET.exists():
+        pytest.skip("a journald owns the journal socket here")
+    made = [d for d in (JOURNAL_SOCKET.parent.parent, JOURNAL_SOCKET.parent) if not d.exists()]
+    try:
+        for d in made:
+            d.mkdir()
+    except OSError as e:
+        pytest.skip(f"cannot stand in for journald: {e}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(JOURNAL_SOCKET))
+    sock.settimeout(0.2)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        JOURNAL_SOCKET.unlink()
+        for d in reversed(made):
+            d.rmdir()
+
+
+def test_logs_go_to_the_journal_when_stderr_is_its_stream(env, journal, no_leaks, tmp_path):
+    """Started by systemd with stderr on the journal ($JOURNAL_STREAM names
+    it), patrol loads libsystemd and sends structured entries: the rotation
+    with its MESSAGE_ID (doc/patrol.catalog) and integration, nothing on
+    stderr, no token value anywhere."""
+    env.configure([env.integration()])
+    err = tmp_path / "stderr"
+    with open(err, "wb") as fe:
+        st = os.fstat(fe.fileno())
+        r = subprocess.run(env.patrol.command(["--rotate-now"]), cwd=str(env.patrol.dir), stderr=fe,
+                           stdout=subprocess.PIPE, timeout=120,
+                           env=env.patrol.env({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}))
+    assert r.returncode == 0, err.read_text()
+    entries = []
+    while True:
+        try:
+            entries.append(journal.recv(65536))
+        except socket.timeout:
+            break
+    fields = [journal_fields(e) for e in entries]
+    rotated = [f for f in fields if f.get("MESSAGE_ID") == "8ee6c5ae523140e88b72ca0e0f5251bf"]
+    assert len(rotated) == 1, fields
+    assert rotated[0]["PATROL_INTEGRATION"] == "ci-reader"
+    assert rotated[0]["SYSLOG_IDENTIFIER"] == "patrol"
+    assert rotated[0]["PRIORITY"] == "5"
+    assert rotated[0]["MESSAGE"].startswith("rotated: ")
+    assert err.read_text() == ""
+    no_leaks(*[e for e in entries], r.stdout, secrets=env.secrets())
 
 
 def store_token_id(env, name="ci-reader"):
