@@ -52,6 +52,11 @@ void log_init(int v)
 
         verbosity = v;
         use_journal = libsystemd_load(journal) && journal;
+        /* Under systemd without it, nothing reaches the journal's fields or
+         * sd_notify (a Type=notify unit then times out): say why, on stderr. */
+        if (libsystemd_error())
+                log_warning(NULL, "cannot load libsystemd (%s): no sd_notify, and logging to stderr",
+                            libsystemd_error());
 }
 
 int log_get_verbosity(void)

@@ -6,7 +6,6 @@
 
 /* verbosity: 0 normal (info and above), >0 debug, <0 warnings and errors only. */
 void log_init(int verbosity);
-/* Force a sink: used by tests.  journal=false always writes to stderr. */
 int log_get_verbosity(void);
 
 /* Event kinds that get a journal MESSAGE_ID (see doc/patrol.catalog). */

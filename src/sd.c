@@ -6,6 +6,7 @@
 #include "autoconfig.h"
 #include "sd.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #ifdef HAVE_SYSTEMD
@@ -18,6 +19,7 @@
 
 static struct {
         void *dl;
+        char error[256];
         __typeof__(sd_notify) *notify;
         __typeof__(sd_watchdog_enabled) *watchdog_enabled;
         __typeof__(sd_journal_send) *journal_send;
@@ -27,20 +29,29 @@ bool libsystemd_load(bool want_journal)
 {
         if (sd.dl)
                 return true;
-        if (!want_journal && !getenv("NOTIFY_SOCKET") && !getenv("WATCHDOG_USEC"))
+        if (!want_journal && !secure_getenv("NOTIFY_SOCKET") && !secure_getenv("WATCHDOG_USEC"))
                 return false;
         sd.dl = dlopen(LIBSYSTEMD, RTLD_NOW | RTLD_LOCAL);
-        if (!sd.dl)
+        if (!sd.dl) {
+                snprintf(sd.error, sizeof(sd.error), "%s", dlerror());
                 return false;
+        }
         sd.notify = (__typeof__(sd.notify))dlsym(sd.dl, "sd_notify");
         sd.watchdog_enabled = (__typeof__(sd.watchdog_enabled))dlsym(sd.dl, "sd_watchdog_enabled");
         sd.journal_send = (__typeof__(sd.journal_send))dlsym(sd.dl, "sd_journal_send");
         if (!sd.notify || !sd.watchdog_enabled || !sd.journal_send) {
+                snprintf(sd.error, sizeof(sd.error), "%s: sd_notify, sd_watchdog_enabled or sd_journal_send missing",
+                         LIBSYSTEMD);
                 dlclose(sd.dl);
                 sd.dl = NULL;
                 return false;
         }
         return true;
+}
+
+const char *libsystemd_error(void)
+{
+        return sd.error[0] ? sd.error : NULL;
 }
 
 void libsystemd_notify(const char *state)
@@ -75,6 +86,11 @@ bool libsystemd_load(bool want_journal)
 {
         (void)want_journal;
         return false;
+}
+
+const char *libsystemd_error(void)
+{
+        return NULL;
 }
 
 void libsystemd_notify(const char *state)

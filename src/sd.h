@@ -10,6 +10,8 @@
  * want_journal says patrol was started by systemd.  Call once, before any
  * thread starts.  Returns whether the calls below do anything. */
 bool libsystemd_load(bool want_journal);
+/* Why libsystemd_load() could not load it when it should have, else NULL. */
+const char *libsystemd_error(void);
 
 /* sd_notify(0, state); nothing without libsystemd. */
 void libsystemd_notify(const char *state);

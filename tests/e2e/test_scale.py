@@ -219,15 +219,20 @@ def test_gnutls_loaded_by_libcurl_is_left_uninitialised(patrol):
     assert all(line.split(" to ")[1].split()[0].endswith("/patrol") for line in asked), asked
 
 
-def test_libsystemd_is_loaded_only_under_systemd(patrol):
+def test_libsystemd_is_loaded_only_under_systemd(patrol, tmp_path):
     """A --rotate-now by hand or in CI does not map libsystemd and what it
     links (about 0.7 MiB); started with $NOTIFY_SOCKET (by systemd) it does
-    (test_daemon.py checks what it then sends)."""
-    def loaded(extra):
-        r = subprocess.run([str(patrol.binary), "--version"], env={**patrol.env(extra), "LD_DEBUG": "libs"},
+    (test_daemon.py checks what it then sends), and says so when it cannot."""
+    def version(extra, **env):
+        r = subprocess.run([str(patrol.binary), "--version"], env={**patrol.env(extra), **env},
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr[-2000:]
-        return "libsystemd.so" in r.stderr
+        return r.stderr
 
-    assert not loaded({})
-    assert loaded({"NOTIFY_SOCKET": "/nonexistent/notify"})
+    assert "libsystemd.so" not in version({}, LD_DEBUG="libs")
+    assert "libsystemd.so" in version({"NOTIFY_SOCKET": "/nonexistent/notify"}, LD_DEBUG="libs")
+    # A libsystemd.so.0 without the calls patrol makes, found first.
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(tmp_path / "libsystemd.so.0"), "-x", "c", "-"],
+                   input="int not_libsystemd;\n", text=True, check=True, timeout=60)
+    err = version({"NOTIFY_SOCKET": "/nonexistent/notify"}, LD_LIBRARY_PATH=str(tmp_path))
+    assert "warning: cannot load libsystemd (libsystemd.so.0: sd_notify" in err, err
