@@ -1083,7 +1083,7 @@ int records_open(const char *state_dir, bool readonly, struct records **ret, cha
          * Even a journal with no whole line is folded away: a torn tail left
          * there would glue itself to the next line appended, and loading
          * stops at the first line it cannot read. */
-        if (rc == 0 && !readonly && (r->journal_lines > 0 || journal_has_bytes(r))) {
+        if (rc == 0 && !readonly && journal_has_bytes(r)) {
                 rc = records_compact(r);
                 if (rc < 0)
                         snprintf(err, errlen, "%s/state.json: %s", state_dir, strerror(-rc));

@@ -23,14 +23,13 @@ static char *path_of(const char *dir, const char *f)
         return buf;
 }
 
-/* Put text in dir/file: appended ("a") or instead of what was there ("w"). */
-static void write_text(const char *dir, const char *file, const char *mode, const char *text)
+/* dir/file holding exactly text (test_util.h's write_file, mode 0600). */
+static void write_text(const char *dir, const char *file, const char *text)
 {
-        FILE *f = fopen(path_of(dir, file), mode);
+        char *p = write_file(dir, file, text, 0600);
 
-        assert_non_null(f);
-        fputs(text, f);
-        fclose(f);
+        assert_non_null(p);
+        free(p);
 }
 
 static void test_steps_survive_reopen(void **state)
@@ -75,7 +74,7 @@ static void test_torn_journal_line_is_ignored(void **state)
         rec_set(&ri->token_id, "pat_A");
         assert_int_equal(records_save(r, ri), 0);
         records_close(r);
-        write_text(dir, "state.journal", "a", "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO");   /* torn */
+        write_text(dir, "state.journal", "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO");   /* torn */
         assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
         assert_string_equal(records_find(r, "a")->token_id, "pat_A");
         records_close(r);
@@ -91,7 +90,7 @@ static void test_steps_after_a_torn_tail_survive(void **state)
         struct rec_integration *ri;
 
         (void)state;
-        write_text(dir, "state.journal", "w", "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO");   /* torn */
+        write_text(dir, "state.journal", "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO");   /* torn */
         assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
         ri = records_get(r, "a");
         ri->step = STEP_CREATED;
@@ -111,31 +110,27 @@ static void test_steps_after_a_torn_tail_survive(void **state)
 /* The same in audit.jsonl: the next event starts a line of its own. */
 static void test_audit_event_after_a_torn_line_is_whole(void **state)
 {
-        char *dir = scratch(), err[256], text[512];
+        char *dir = scratch(), err[256], *text;
         struct records *r = NULL;
         struct audit_event ev = { .integration = "a", .event = "rotated", .new_token_id = "pat_X",
                                   .store = "vault", .secret = "s", .version = "3" };
         struct json_object *parsed;
         const char *second;
-        size_t n;
-        FILE *f;
 
         (void)state;
-        write_text(dir, "audit.jsonl", "w", "{\"time\":\"2026-11-28T10:00:00Z\",\"integ");       /* torn */
+        write_text(dir, "audit.jsonl", "{\"time\":\"2026-11-28T10:00:00Z\",\"integ");       /* torn */
         assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
         assert_int_equal(records_audit(r, &ev), 0);
         records_close(r);
-        f = fopen(path_of(dir, "audit.jsonl"), "r");
-        assert_non_null(f);
-        n = fread(text, 1, sizeof(text) - 1, f);
-        fclose(f);
-        text[n] = '\0';
+        text = read_text(path_of(dir, "audit.jsonl"));
+        assert_non_null(text);
         second = strchr(text, '\n');
         assert_non_null(second);
         parsed = json_tokener_parse(second + 1);
         assert_non_null(parsed);
         json_object_put(parsed);
         assert_non_null(strstr(second + 1, "\"event\":\"rotated\""));
+        free(text);
         free(dir);
 }
 
@@ -164,7 +159,7 @@ static void test_snapshot_layouts(void **state)
                 struct records *r = NULL;
                 struct rec_integration *ri;
 
-                write_text(dir, "state.json", "w", good[i]);
+                write_text(dir, "state.json", good[i]);
                 assert_int_equal(records_open(dir, true, &r, err, sizeof(err)), 0);
                 assert_int_equal(records_count(r), 2);
                 ri = records_find(r, "a");
@@ -181,7 +176,7 @@ static void test_snapshot_layouts(void **state)
                 char *dir = scratch();
                 struct records *r = NULL;
 
-                write_text(dir, "state.json", "w", bad[i]);
+                write_text(dir, "state.json", bad[i]);
                 if (records_open(dir, true, &r, err, sizeof(err)) == 0)
                         fail_msg("state.json %s loaded", bad[i]);
                 free(dir);
@@ -235,25 +230,23 @@ static void test_second_writer_is_refused(void **state)
 
 static void test_audit_line_fields(void **state)
 {
-        char *dir = scratch(), err[256], line[1024];
+        char *dir = scratch(), err[256], *line;
         struct records *r = NULL;
         struct audit_event ev = { .integration = "a", .event = "failed", .old_token_id = "pat_O",
                                   .store = "vault", .secret = "s", .error = "boom" };
-        FILE *f;
 
         (void)state;
         assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
         assert_int_equal(records_audit(r, &ev), 0);
         records_close(r);
-        f = fopen(path_of(dir, "audit.jsonl"), "r");
-        assert_non_null(f);
-        assert_non_null(fgets(line, sizeof(line), f));
-        fclose(f);
+        line = read_text(path_of(dir, "audit.jsonl"));
+        assert_non_null(line);
         assert_non_null(strstr(line, "\"event\":\"failed\""));
         assert_non_null(strstr(line, "\"old_token_id\":\"pat_O\""));
         assert_non_null(strstr(line, "\"new_token_id\":null"));
         assert_non_null(strstr(line, "\"error\":\"boom\""));
         assert_non_null(strstr(line, "\"time\":\""));
+        free(line);
         free(dir);
 }
 
