@@ -260,29 +260,33 @@ static void undo(struct flight *f)
 
 /* ---- the steps ---- */
 
-static bool verify_matches(struct flight *f, const struct onplana_me *me)
+/* 0, or -ESTALE when /me names another token (not the new one), -EPERM
+ * when the new token carries other scopes or projects than configured. */
+static int verify_matches(struct flight *f, const struct onplana_me *me)
 {
         const struct cfg_integration *in = f->in;
 
         if (!f->ri->new_token_id || strcmp(me->token_id, f->ri->new_token_id) != 0) {
                 fail(f, OUTCOME_FAILED, "onplana: verify token: /me names token %s, expected %s",
                      me->token_id, f->ri->new_token_id ? f->ri->new_token_id : "(none)");
-                return false;
+                return -ESTALE;
         }
         if (!strv_equal_as_sets(me->scopes, me->n_scopes, in->scopes, in->n_scopes)) {
                 fail(f, OUTCOME_FAILED, "onplana: verify token %s: scopes differ from those requested",
                      me->token_id);
-                return false;
+                return -EPERM;
         }
         if (!strv_equal_as_sets(me->project_ids, me->n_project_ids, in->projects, in->n_projects)) {
                 fail(f, OUTCOME_FAILED, "onplana: verify token %s: projects differ from those requested",
                      me->token_id);
-                return false;
+                return -EPERM;
         }
-        return true;
+        return 0;
 }
 
-/* The new token authenticates and carries exactly what was asked. */
+/* The new token authenticates and carries exactly what was asked.  Besides
+ * verify_matches' answers: -EACCES when Onplana refuses it (revoked or
+ * expired), -EAGAIN when it could not be asked. */
 static int verify_token(struct flight *f, const char *token)
 {
         struct onplana_me *me = NULL;
@@ -295,7 +299,7 @@ static int verify_token(struct flight *f, const char *token)
                 f->res->transient = r == -EAGAIN;
                 return r;
         }
-        r = verify_matches(f, me) ? 0 : -EPERM;
+        r = verify_matches(f, me);
         onplana_me_free(me);
         return r;
 }
@@ -363,6 +367,17 @@ static void undo_by_name(struct flight *f)
 
 static int step_verify(struct flight *f)
 {
+        /* An answer without an expiry, or with one already past, would put
+         * a dead token (and a rotation due at once, for ever) in the store. */
+        if (f->ri->new_expires_at <= now_wall()) {
+                char exp[32] = "(none)";
+
+                if (f->ri->new_expires_at)
+                        time_format_rfc3339(f->ri->new_expires_at, exp, sizeof(exp));
+                fail(f, OUTCOME_FAILED, "onplana: create token: token %s expires %s, not in the future",
+                     f->ri->new_token_id, exp);
+                return -EINVAL;
+        }
         if (verify_token(f, f->token) < 0)
                 return -EPERM;
         /* Recovered like CREATED: the store is read to see whether it holds the token. */
@@ -443,6 +458,9 @@ static int step_read_back(struct flight *f)
         char err[512];
         int r;
 
+        /* Without stages this reads what consumers read (store.h): a value
+         * written after ours (an operator putting the old token back) must
+         * not pass, or retiring the old token would kill what they use. */
         r = f->sh->ops->read_back(f->sh->st, f->in, f->ri->new_version, &got, err, sizeof(err));
         if (r < 0) {
                 fail(f, OUTCOME_INCOMPLETE, "%s (the rotation is finished at the next attempt)", err);
@@ -450,7 +468,8 @@ static int step_read_back(struct flight *f)
                 goto out;
         }
         if (!got.token || !f->token || strcmp(got.token, f->token) != 0) {
-                fail(f, OUTCOME_FAILED, "%s: read back %s: the store does not hold the token written",
+                fail(f, OUTCOME_FAILED, "%s: read back %s: the store does not hold the token written "
+                     "(the secret changed since): the new token is revoked, the old one kept",
                      f->sh->cfg->name, f->in->secret);
                 r = -ESTALE;
                 goto out;
@@ -741,7 +760,9 @@ out:
 
 /* ---- recovery ---- */
 
-/* The token value was only in memory: get it back from the store. */
+/* The token value was only in memory: get it back from the store.
+ * -ESTALE: the store can be read but no longer holds the new token (the
+ * secret was changed, or the version written is gone). */
 static int reload_token(struct flight *f)
 {
         struct store_value got = { 0 };
@@ -753,13 +774,98 @@ static int reload_token(struct flight *f)
          * are written at promotion): then /me, next, says whose token it is. */
         if (r == 0 && (!got.token || (got.token_id && strcmp(got.token_id, f->ri->new_token_id) != 0)))
                 r = -ESTALE;
-        if (r < 0) {
-                fail(f, OUTCOME_INCOMPLETE, "recover: %s", r == -ESTALE ? "the store no longer holds the new token" : err);
-        } else {
+        if (r == -ENOENT)
+                r = -ESTALE;    /* the secret (or the staged version) was deleted */
+        if (r < 0 && r != -ESTALE) {
+                fail(f, OUTCOME_INCOMPLETE, "recover: %s", err);
+        } else if (r == 0) {
                 f->token = got.token;
                 got.token = NULL;
         }
         store_value_clear(&got);
+        return r;
+}
+
+/* Recovery resolved what it found without finishing it: the failure that
+ * told it how (already logged) is not this run's result, the rotation that
+ * follows is. */
+static void forget_failure(struct flight *f)
+{
+        f->res->outcome = OUTCOME_NOTHING;
+        f->res->error[0] = '\0';
+        f->res->transient = false;
+}
+
+/* The store holds the new token but it cannot be finished: Onplana refuses
+ * it (revoked or expired meanwhile) or it no longer carries the configured
+ * scopes.  Consumers read it, so the old token is no longer in use: retire
+ * it as a finished rotation would, record the new one as current, and leave
+ * the integration due, so that a fresh rotation replaces it. */
+static void replace_stored(struct flight *f, int64_t now)
+{
+        struct rec_integration *ri = f->ri;
+        char reason[sizeof(f->res->error) + 64];
+        char old_id[sizeof(f->res->old_token_id)], new_id[sizeof(f->res->new_token_id)];
+
+        snprintf(reason, sizeof(reason), "the stored token is replaced: %s", f->res->error);
+        log_warning(f->in->name, "recover: the store holds token %s, which cannot be kept (%s)",
+                    ri->new_token_id, f->res->error);
+        copy_id(old_id, sizeof(old_id), ri->old_token_id);
+        copy_id(new_id, sizeof(new_id), ri->new_token_id);
+        forget_failure(f);
+        if (step_retire(f, now) == -EBUSY)
+                return;         /* an older revocation failed: stay in flight, retried later */
+        rec_set(&ri->token_id, ri->new_token_id);
+        rec_set(&ri->version, ri->new_version);
+        ri->expires_at = ri->new_expires_at;
+        ri->next_rotation = now;
+        rec_clear_flight(ri);
+        if (save(f, "replaced") < 0)
+                return;
+        audit(f, "recovered", old_id[0] ? old_id : NULL, new_id, ri->version, reason);
+}
+
+/* The new token never became what consumers read (the store no longer
+ * holds it, or holds it only staged): revoke it and leave the old token
+ * alone, since it may be the value someone put back. */
+static void undo_stale(struct flight *f, int64_t now, const char *why)
+{
+        char reason[sizeof(f->res->error) + 64];
+
+        snprintf(reason, sizeof(reason), "rotation undone: %s", why);
+        log_warning(f->in->name, "recover: new token %s: %s", f->ri->new_token_id, reason);
+        forget_failure(f);
+        undo(f);
+        if (f->ri->step != STEP_IDLE)
+                return;         /* the revocation failed: undo said why */
+        f->ri->next_rotation = now;
+        audit(f, "recovered", NULL, NULL, NULL, reason);
+}
+
+/* WRITTEN or READ_BACK: reload the token from the store and verify it. 0 when
+ * the rotation can go on; otherwise it was resolved or said why not. */
+static int recover_stored(struct flight *f, int64_t now)
+{
+        char why[sizeof(f->res->error)];
+        int r = reload_token(f);
+
+        if (r == -ESTALE) {
+                snprintf(why, sizeof(why), "%s secret %s no longer holds it", f->sh->cfg->name, f->in->secret);
+                undo_stale(f, now, why);
+                return -ESTALE;
+        }
+        if (r < 0)
+                return r;
+        r = verify_token(f, f->token);
+        if (r != -EACCES && r != -EPERM && r != -ESTALE)
+                return r;
+        snprintf(why, sizeof(why), "%s", f->res->error);
+        if (r == -ESTALE && !f->sh->ops->stages)
+                undo_stale(f, now, "the store holds another token");      /* one without patrol's metadata */
+        else if (f->sh->ops->stages)
+                undo_stale(f, now, why);        /* only staged: it never was current */
+        else
+                replace_stored(f, now);
         return r;
 }
 
@@ -802,7 +908,7 @@ static void recover_flight(struct flight *f, int64_t now)
                         return;
         }
         if (ri->step == STEP_WRITTEN || ri->step == STEP_READ_BACK) {
-                if (reload_token(f) < 0 || verify_token(f, f->token) < 0)
+                if (recover_stored(f, now) < 0)
                         return;
                 if (ri->step == STEP_WRITTEN)
                         (void)reached(f, STEP_READ_BACK, "read_back");  /* read back just now */

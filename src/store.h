@@ -55,7 +55,9 @@ struct store_ops {
          * safe to call again with the same request_id after a crash. */
         int (*write)(void *s, const struct cfg_integration *in, const struct store_value *prev,
                      const struct store_new *v, char **ret_version, char *err, size_t errlen);
-        /* Read exactly `version` back. */
+        /* Read `version` back: exactly that version where the store stages
+         * (it is not current yet); elsewhere what consumers read now, since
+         * a newer version (someone else's) is what they would get. */
         int (*read_back)(void *s, const struct cfg_integration *in, const char *version,
                          struct store_value *ret, char *err, size_t errlen);
         /* Make `version` the one consumers read (AWS: move AWSCURRENT, then

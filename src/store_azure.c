@@ -588,11 +588,12 @@ static int az_read_back(void *s, const struct cfg_integration *in, const char *v
                         version ? version : "(none)");
                 return -EINVAL;
         }
-        r = read_secret(s, in, version, "read-back", &val, NULL, err, errlen);
+        /* The current version, not `version`: store.h, read_back. */
+        r = read_secret(s, in, NULL, "read-back", &val, NULL, err, errlen);
         if (r < 0)
                 return r;
         if (!val.exists) {
-                set_err(err, errlen, "azure: read-back %s: version %s not found", in->secret, version);
+                set_err(err, errlen, "azure: read-back %s: the secret is gone", in->secret);
                 return -ENOENT;
         }
         *ret = val;

@@ -2,9 +2,9 @@
  * store (SPEC.md 2-3), logged in with a token, AppRole or Kubernetes.
  *
  * KV v2 versions are the store's versions (decimal strings).  KV v1 has none:
- * read_current and read_back report version NULL, write returns
- * *ret_version = NULL, and read_back reads the current value whatever
- * version it is given. */
+ * read_current and read_back report version NULL and write returns
+ * *ret_version = NULL.  Vault cannot stage, so read_back reads the current
+ * value whatever version it is given (store.h). */
 #include "store.h"
 
 #include <errno.h>
@@ -1219,13 +1219,13 @@ static int vault_read_back(void *s, const struct cfg_integration *in, const char
                         version ? version : "(none)");
                 return -EINVAL;
         }
+        /* The current version, not `version`: store.h, read_back. */
         r = v->cfg->kv_version == 1 ? kv1_read(v, in, "read-back", &val, err, errlen)
-                                    : kv2_read(v, in, version, "read-back", &val, err, errlen);
+                                    : kv2_read(v, in, NULL, "read-back", &val, err, errlen);
         if (r < 0)
                 return r;
         if (!val.exists) {
-                set_err(err, errlen, "vault: read-back %s: version %s not found", in->secret,
-                        version ? version : "(current)");
+                set_err(err, errlen, "vault: read-back %s: the secret is gone", in->secret);
                 return -ENOENT;
         }
         *ret = val;

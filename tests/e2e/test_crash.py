@@ -171,10 +171,10 @@ class Env:
         self.secret = INTEG if store.kind == "azure" else f"onplana/{INTEG}"
 
     def configure(self, on_rotate=None, oneshot_timeout="10s", onplana=None, store=None,
-                  **policy):
+                  scopes=SCOPES, **policy):
         pol = dict(ttl="30d", renew_before="7d", retry_min="1s", retry_max="2s")
         pol.update(policy)
-        integ = dict(name=INTEG, account="svc", scopes=SCOPES, store=self.store.config["name"],
+        integ = dict(name=INTEG, account="svc", scopes=scopes, store=self.store.config["name"],
                      secret=self.secret, format=self.fmt, on_rotate=on_rotate)
         self.patrol.write_config(dict(
             policy=pol, oneshot_timeout=oneshot_timeout,
@@ -545,4 +545,105 @@ def test_a_second_revocation_due_does_not_forget_the_first(make_env, no_leaks):
     for old in (t1, t2):
         assert env.onplana.token(old["id"])["state"] == "revoked" or old["id"] in tracked, (
             f"{old['id']} is alive and no longer in patrol's records", entry)
+    leaks(no_leaks, env)
+
+
+# ------------------------------------------------------------------ the store changed while patrol was down
+
+def crashed_after_write(env):
+    """One rotation, then one killed right after its store write: (first token, new id)."""
+    env.configure()
+    env.rotate()
+    first = env.in_store()
+    env.rotate(crash_at="written", expect=99)
+    return first, env.status()["pending"]["new_token_id"]
+
+
+def test_recovery_after_the_old_value_was_put_back(make_env, no_leaks):
+    """A crash at "written" (the new token in Vault as version N); before the next start
+    an operator puts the previous value back (version N+1).  Recovery must read what
+    consumers read, not version N: the new token never became theirs, so it is revoked,
+    the old one (theirs again) is kept, and a fresh rotation replaces it."""
+    env = make_env()
+    first, new_id = crashed_after_write(env)
+    assert env.in_store()["id"] == new_id
+    kv = env.store.srv.ctl("GET", "/_test/kv?mount=secret&path=onplana/ci-reader")
+    env.store.srv.ctl("POST", "/_test/kv", {"path": "onplana/ci-reader",
+                                           "data": kv["versions"]["1"]["data"]})
+    assert env.in_store()["id"] == first["id"]
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 0, r
+    assert "rotation undone: vault secret onplana/ci-reader no longer holds it" in r.stderr, r
+    cur = env.in_store()
+    assert cur["state"] == "active" and cur["id"] not in (first["id"], new_id), cur
+    assert env.onplana.token(new_id)["state"] == "revoked"
+    assert [t["id"] for t in env.active()] == [cur["id"]]
+    assert any(e["event"] == "recovered" and "no longer holds it" in (e.get("error") or "")
+               for e in env.patrol.audit())
+    leaks(no_leaks, env)
+
+
+def test_recovery_when_a_kv1_secret_was_rewritten(make_env, no_leaks):
+    """KV v1 keeps no versions: after a crash at "written" the previous value is put
+    back.  Recovery used to give up ("incomplete") on every run, for ever, leaving the
+    new token alive and the integration never rotated again."""
+    env = make_env()
+    srv = env.store.srv
+    srv.ctl("POST", "/_test/mounts", {"path": "kv1", "version": 1})
+
+    def kv1():
+        return srv.ctl("GET", "/_test/kv?mount=kv1&path=onplana/ci-reader")["data"]
+
+    env.configure(store=dict(mount="kv1", kv_version=1))
+    env.rotate()
+    old = kv1()
+    env.rotate(crash_at="written", expect=99)
+    new_id = env.status()["pending"]["new_token_id"]
+    assert kv1()["token_id"] == new_id
+    srv.ctl("POST", "/_test/kv", {"mount": "kv1", "path": "onplana/ci-reader", "data": old})
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 0, r
+    entry, _ = env.records()
+    assert "in_flight" not in entry, entry
+    cur = [t for t in env.onplana.tokens(account="cli_wh") if t["token"] == kv1()["token"]][0]
+    assert cur["state"] == "active" and cur["id"] not in (old["token_id"], new_id), cur
+    assert [t["id"] for t in env.active()] == [cur["id"]], "an orphan token is alive"
+    leaks(no_leaks, env)
+
+
+@ALL_STORES
+def test_recovery_of_a_new_token_revoked_meanwhile(make_env, no_leaks):
+    """A crash at "written"; before the next start the new token is revoked at Onplana
+    (an admin, a leak response).  Recovery's /me says 401: it used to fail on every run,
+    for ever, leaving Vault and Azure handing out the dead token.  Now the dead token is
+    replaced by a fresh rotation (AWS: it was only staged, so it is dropped), and the old
+    token, no longer in use, is revoked."""
+    env = make_env()
+    first, new_id = crashed_after_write(env)
+    env.onplana.ctl("PATCH", f"/_test/tokens/{new_id}", {"revoked": True})
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 0, r
+    cur = env.in_store()
+    assert cur["state"] == "active" and cur["id"] not in (first["id"], new_id), (cur, r)
+    assert [t["id"] for t in env.active()] == [cur["id"]], "an orphan token is alive"
+    entry, _ = env.records()
+    assert "in_flight" not in entry and entry["token_id"] == cur["id"], entry
+    leaks(no_leaks, env)
+
+
+@ALL_STORES
+def test_recovery_after_the_scopes_were_changed(make_env, no_leaks):
+    """A crash at "written", then the integration's scopes are changed before the next
+    start: the token in flight no longer carries what is configured.  Recovery used to
+    fail its /me check on every run, for ever; now a fresh rotation replaces it with a
+    token of the configured scopes and every other token is revoked."""
+    env = make_env()
+    crashed_after_write(env)
+    env.configure(scopes=["projects.read"])
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 0, r
+    assert "scopes differ from those requested" in r.stderr, r
+    cur = env.in_store()
+    assert cur["scopes"] == ["projects.read"], cur
+    assert [t["id"] for t in env.active()] == [cur["id"]], "an orphan token is alive"
     leaks(no_leaks, env)

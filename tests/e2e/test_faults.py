@@ -11,9 +11,11 @@ running once more without faults.
 
 Kept fast: oneshot_timeout 2s, retry_min 1s; no delay beyond patrol's 30 s timeout
 (drop and lose_response stand for connection faults)."""
+import time
+
 import pytest
 
-from test_crash import INTEG, Env, VaultKV
+from test_crash import INTEG, SCOPES, Env, VaultKV
 
 SECRET_PATH = r"/v1/secret/data/onplana/ci-reader"
 META_PATH = r"/v1/secret/metadata/onplana/ci-reader"
@@ -324,3 +326,62 @@ def test_vault_with_wrong_ca_fails_cleanly(make_env, ca, no_leaks):
     env.settle()
     leaks(no_leaks, env)
 
+
+
+# ------------------------------------------------------------------ the store changed under patrol
+
+def test_value_put_back_before_the_read_back_keeps_the_old_token(make_env, no_leaks):
+    """Between patrol's write and its read-back someone puts the previous value back
+    (a newer KV version).  Vault cannot stage, so what consumers read is that value:
+    patrol must not take its own version as read back and revoke the old token they
+    use.  It revokes the new token instead, keeps the old one and says why."""
+    env = make_env()
+    srv = env.store.srv
+    before = srv.ctl("GET", "/_test/kv?mount=secret&path=onplana/ci-reader")
+    old_data = before["versions"][str(before["current_version"])]["data"]
+    # The read-back (the second GET of the rotation) waits while the test writes.
+    env.fault("read", "delay", delay=1.0, skip=1, perform=True)
+    d = env.patrol.spawn("--rotate-now")
+    assert d.wait_for(lambda: srv.ctl("GET", "/_test/kv?mount=secret&path=onplana/ci-reader")
+                      ["current_version"] > before["current_version"], timeout=10), d.stdout()
+    srv.ctl("POST", "/_test/kv", {"path": "onplana/ci-reader", "data": old_data})
+    rc = d.proc.wait(30)
+    out = d.stdout()
+    assert rc == 1, out
+    assert "the store does not hold the token written (the secret changed since)" in out, out
+    cur = env.in_store()
+    assert cur["id"] == env.first["id"] and cur["state"] == "active", cur
+    assert [t["id"] for t in env.active()] == [env.first["id"]], "the new token is still alive"
+    env.settle()
+    leaks(no_leaks, env)
+
+
+def seeded_create_answer(env, **override):
+    """Fake the create answer: a token Onplana really holds (so /me verifies it), in an
+    answer the test shapes (None drops a field)."""
+    seeded = env.onplana.add_token("cli_wh", name=f"{INTEG}-20261128-0badc0de", scopes=SCOPES,
+                                   projectIds=[], expiresAt=time.time() + 30 * 86400)
+    body = {"id": seeded["id"], "token": seeded["token"], "prefix": seeded["prefix"],
+            "name": seeded["name"], "orgId": "org_acme", "scopes": SCOPES, "projectIds": [],
+            "expiresAt": seeded["expiresAt"], "createdAt": seeded["createdAt"]}
+    body.update(override)
+    env.onplana.faults(dict(method="POST", path=r"/api/v1/tokens", action="wrong_shape", status=201,
+                            body={k: v for k, v in body.items() if v is not None}, perform=False))
+    return seeded
+
+
+@pytest.mark.parametrize("expires", ["2001-01-01T00:00:00Z", None])
+def test_create_answer_with_past_or_missing_expiry_is_refused(make_env, no_leaks, expires):
+    """A create answer whose expiresAt is past (or missing) would put a dead token in the
+    store and make the next rotation due at once, for ever: refused, the token revoked,
+    the old one kept."""
+    env = make_env()
+    seeded = seeded_create_answer(env, expiresAt=expires)
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 1, r
+    line = env.error_line(r)
+    assert f"token {seeded['id']} expires {expires or '(none)'}, not in the future" in line, line
+    assert env.in_store()["id"] == env.first["id"]
+    assert env.onplana.token(seeded["id"])["state"] == "revoked"
+    env.settle()
+    leaks(no_leaks, env)
