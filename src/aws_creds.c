@@ -306,10 +306,7 @@ static int creds_from_json(const struct http_response *resp, const char *source,
         }
         r = creds_new(akid, sk, tok, expires, source, ret);
 out:
-        if (o) {
-                json_wipe(o);
-                json_object_put(o);
-        }
+        json_put_wiped(o);
         return r;
 }
 
@@ -360,8 +357,10 @@ static char *sts_url(const struct aws_auth *a)
         return url;
 }
 
-/* <ErrorResponse><Error><Code>..</Code><Message>..</Message></Error>. */
-static int sts_fail(const struct http_response *resp, const char *what, char *err, size_t errlen)
+/* <ErrorResponse><Error><Code>..</Code><Message>..</Message></Error>.
+ * STS may quote what it was sent (cred, sess): masked, err is logged. */
+static int sts_fail(const struct http_response *resp, const char *what, const char *cred,
+                    const char *sess, char *err, size_t errlen)
 {
         char *code = aws_xml_text(resp->body, "Code"), *msg = aws_xml_text(resp->body, "Message");
         char line[ERRTEXT_MAX] = "";
@@ -370,6 +369,8 @@ static int sts_fail(const struct http_response *resp, const char *what, char *er
         clean_line(line, sizeof(line), msg);
         set_err(err, errlen, "credentials: %s: %ld %s%s%s", what, resp->status,
                 code ? code : "(no error code)", line[0] ? ": " : "", line);
+        secret_redact(err, cred);
+        secret_redact(err, sess);
         /* IDPCommunicationError: the identity provider was not reachable. */
         if (streq(code, "IDPCommunicationError") || streq(code, "Throttling"))
                 r = -EAGAIN;
@@ -400,9 +401,10 @@ static int sts_accept(const struct http_response *resp, const char *what, struct
 }
 
 /* POST a Query API call to STS, signed with `signer` unless it is NULL
- * (AssumeRoleWithWebIdentity is unsigned). */
+ * (AssumeRoleWithWebIdentity is unsigned).  cred: the credential body
+ * carries (a web identity token), if any. */
 static int sts_call(struct aws_auth *a, const struct aws_creds *signer, const char *body,
-                    const char *what, struct aws_creds **ret, char *err, size_t errlen)
+                    const char *cred, const char *what, struct aws_creds **ret, char *err, size_t errlen)
 {
         const char *headers[] = { FORM_TYPE, NULL };
         struct aws_request req = { .method = "POST", .service = "sts", .region = a->region,
@@ -427,7 +429,7 @@ static int sts_call(struct aws_auth *a, const struct aws_creds *signer, const ch
                 set_err(err, errlen, "credentials: %s: %s", what, terr[0] ? terr : strerror(-r));
                 r = transport_code(r);
         } else if (resp.status != 200) {
-                r = sts_fail(&resp, what, err, errlen);
+                r = sts_fail(&resp, what, cred, signer ? signer->session_token : NULL, err, errlen);
         } else {
                 r = sts_accept(&resp, what, ret, err, errlen);
         }
@@ -450,7 +452,7 @@ static int assume_role(struct aws_auth *a, const struct aws_creds *source, struc
 
         if (!body)
                 return -ENOMEM;
-        r = sts_call(a, source, body, "assume role", ret, err, errlen);
+        r = sts_call(a, source, body, NULL, "assume role", ret, err, errlen);
         secret_free(body);
         return r;
 }
@@ -644,7 +646,7 @@ static int from_web_identity(struct aws_auth *a, struct aws_creds **ret, char *e
 
                 body = form_encode(kv, sizeof(kv) / sizeof(kv[0]));
         }
-        r = body ? sts_call(a, NULL, body, "web identity", ret, err, errlen) : -ENOMEM;
+        r = body ? sts_call(a, NULL, body, jwt, "web identity", ret, err, errlen) : -ENOMEM;
         secret_free(body);
         secret_free(jwt);
         return r;

@@ -268,8 +268,9 @@ out:
 }
 
 /* The client-credentials form: a secret, or the federated token read now
- * (the kubelet rotates the file under us). */
-static int entra_body(const struct azure_auth *a, char **ret, char *err, size_t errlen)
+ * (the kubelet rotates the file under us).  *ret_cred gets a copy of the
+ * credential sent, to keep it out of the error text of a refusal. */
+static int entra_body(const struct azure_auth *a, char **ret, char **ret_cred, char *err, size_t errlen)
 {
         const struct cfg_auth *au = &a->cfg->auth;
         char *scope = NULL, *assertion = NULL;
@@ -292,10 +293,11 @@ static int entra_body(const struct azure_auth *a, char **ret, char *err, size_t 
                 *ret = form_encode((const char *const[]){
                         "grant_type", "client_credentials", "client_id", au->client_id, "scope", scope,
                         "client_secret", au->client_secret, NULL });
+                assertion = secret_dup(au->client_secret);
         }
-        secret_free(assertion);
+        *ret_cred = assertion;
         free(scope);
-        return *ret ? 0 : -ENOMEM;
+        return *ret && *ret_cred ? 0 : -ENOMEM;
 }
 
 static int code_for_status(long status)
@@ -308,8 +310,10 @@ static int code_for_status(long status)
 }
 
 /* `token (client_secret): 401 invalid_client: AADSTS7000215: ...` from an
- * OAuth error ({"error","error_description"}) or {"message"} (App Service). */
-static int token_fail(const struct azure_auth *a, const struct http_response *resp, char *err, size_t errlen)
+ * OAuth error ({"error","error_description"}) or {"message"} (App Service).
+ * cred, the credential the request carried, may be quoted back: masked. */
+static int token_fail(const struct azure_auth *a, const struct http_response *resp, const char *cred,
+                      char *err, size_t errlen)
 {
         struct json_object *o = resp->body_len ? json_parse(resp->body, resp->body_len) : NULL;
         const char *code = NULL, *desc = NULL;
@@ -324,7 +328,8 @@ static int token_fail(const struct azure_auth *a, const struct http_response *re
         one_line(d, sizeof(d), desc);
         set_err(err, errlen, "token (%s): %ld%s%s%s%s", source_name(a->src), resp->status,
                 c[0] ? " " : "", c, d[0] ? ": " : "", d);
-        json_object_put(o);
+        secret_redact(err, cred);
+        json_put_wiped(o);
         return code_for_status(resp->status);
 }
 
@@ -387,15 +392,15 @@ static int token_accept(struct azure_auth *a, const struct http_response *resp, 
         renew = life > 2 * REFRESH_MARGIN_S ? life - REFRESH_MARGIN_S : life / 2;
         r = (a->token = secret_dup(tok)) ? 0 : -ENOMEM;
         a->renew_at_ms = now_mono_ms() + renew * 1000;
-        secret_wipe((char *)tok, strlen(tok));
 out:
-        json_object_put(o);
+        json_put_wiped(o);      /* refused or not, the answer held the token */
         return r;
 }
 
-/* The request for the token source, with its secret header if any. */
+/* The request for the token source, with its secret header if any, and a
+ * copy of the credential it carries (NULL for IMDS). */
 static int token_request(const struct azure_auth *a, struct http_request *req, char **ret_body,
-                         char **ret_hdr, char *err, size_t errlen)
+                         char **ret_hdr, char **ret_cred, char *err, size_t errlen)
 {
         const char *ih;
         int r;
@@ -406,7 +411,7 @@ static int token_request(const struct azure_auth *a, struct http_request *req, c
         req->idempotent = true;
         if (a->src == SRC_CLIENT_SECRET || a->src == SRC_WORKLOAD) {
                 req->method = "POST";
-                r = entra_body(a, ret_body, err, errlen);
+                r = entra_body(a, ret_body, ret_cred, err, errlen);
                 if (r == 0) {
                         req->body = *ret_body;
                         req->body_len = strlen(*ret_body);
@@ -426,7 +431,8 @@ static int token_request(const struct azure_auth *a, struct http_request *req, c
                 *ret_hdr = NULL;
                 return -ENOMEM;
         }
-        return 0;
+        *ret_cred = secret_dup(ih);
+        return *ret_cred ? 0 : -ENOMEM;
 }
 
 /* Called with a->lock held. */
@@ -435,12 +441,12 @@ static int token_fetch(struct azure_auth *a, char *err, size_t errlen)
         struct http_request req = { 0 };
         struct http_response resp = { 0 };
         const char *headers[3] = { 0 };
-        char *body = NULL, *hdr = NULL, detail[256] = "";
+        char *body = NULL, *hdr = NULL, *cred = NULL, detail[256] = "";
         int r;
 
         a->token = secret_free(a->token);
         a->generation++;
-        r = token_request(a, &req, &body, &hdr, err, errlen);
+        r = token_request(a, &req, &body, &hdr, &cred, err, errlen);
         if (r < 0)
                 goto out;
         if (body)
@@ -455,13 +461,14 @@ static int token_fetch(struct azure_auth *a, char *err, size_t errlen)
                 goto out;
         }
         if (resp.status != 200) {
-                r = token_fail(a, &resp, err, errlen);
+                r = token_fail(a, &resp, cred, err, errlen);
                 goto out;
         }
         r = token_accept(a, &resp, err, errlen);
 out:
         secret_free(body);
         secret_free(hdr);
+        secret_free(cred);
         http_response_clear(&resp);
         return r;
 }
@@ -490,6 +497,13 @@ int azure_auth_header(struct azure_auth *a, char **ret, unsigned *ret_gen, char 
 out:
         pthread_mutex_unlock(&a->lock);
         return r;
+}
+
+void azure_auth_redact(struct azure_auth *a, char *text)
+{
+        pthread_mutex_lock(&a->lock);
+        secret_redact(text, a->token);
+        pthread_mutex_unlock(&a->lock);
 }
 
 void azure_auth_invalidate(struct azure_auth *a, unsigned gen)

@@ -26,6 +26,9 @@ struct azure_auth *azure_auth_free(struct azure_auth *a);
  * AADSTS7000215: Invalid client secret provided.`; codes as in store.h. */
 int azure_auth_header(struct azure_auth *a, char **ret, unsigned *ret_gen, char *err, size_t errlen);
 
+/* Mask the cached access token in text: error text a service built from a
+ * request that carried it. */
+void azure_auth_redact(struct azure_auth *a, char *text);
 /* Forget token `gen` (Key Vault refused it), unless it was replaced already. */
 void azure_auth_invalidate(struct azure_auth *a, unsigned gen);
 

@@ -183,12 +183,14 @@ int cli_run(const struct cli *c)
         case ACT_VERSION:
                 printf("patrol %s\n", PACKAGE_VERSION);
                 return EXIT_OK;
-        case ACT_CHECK_CONFIG:
-                return check_config(c);
         default:
                 break;
         }
+        /* Every other action loads the configuration, which reads every
+         * credential file: no core dump, no ptrace peer from here on. */
         harden_process();
+        if (c->action == ACT_CHECK_CONFIG)
+                return check_config(c);
         /* One malloc arena for every thread: rotations wait on the network,
          * not on malloc's lock, and each extra arena kept its own free
          * memory (about 1 MiB of RSS per worker thread). */

@@ -11,11 +11,23 @@ struct json_object *json_parse(const char *buf, size_t len)
         struct json_tokener *tok;
         struct json_object *o;
 
-        if (!buf || len > INT32_MAX)
+        if (!buf || len > INT32_MAX - 2)
                 return NULL;
         tok = json_tokener_new();
         if (!tok)
                 return NULL;
+        /* The tokener collects each string (tokens, secrets) in tok->pb and
+         * grows it with realloc, leaving unwiped copies behind.  json-c has
+         * no API for that buffer, so its deprecated public fields are used:
+         * sized once to the input plus the NUL and one byte printbuf_memappend
+         * keeps free (nothing it collects is longer than the input; answers
+         * are capped by http.c, so this costs at most that cap), it never
+         * grows, and it is wiped before json_tokener_free frees it. */
+        if (printbuf_memset(tok->pb, 0, 0, (int)len + 2) < 0) {
+                json_tokener_free(tok);
+                return NULL;
+        }
+        printbuf_reset(tok->pb);
         o = json_tokener_parse_ex(tok, buf, (int)len);
         /* Trailing garbage after a complete value is a malformed answer. */
         if (o && (json_tokener_get_error(tok) != json_tokener_success ||
@@ -23,11 +35,10 @@ struct json_object *json_parse(const char *buf, size_t len)
                 size_t end = json_tokener_get_parse_end(tok);
                 while (end < len && strchr(" \t\r\n", buf[end]))
                         end++;
-                if (end < len) {
-                        json_object_put(o);
-                        o = NULL;
-                }
+                if (end < len)
+                        o = json_put_wiped(o);
         }
+        explicit_bzero(tok->pb->buf, (size_t)tok->pb->size);
         json_tokener_free(tok);
         return o;
 }
@@ -218,26 +229,12 @@ struct json_object *json_put_wiped(struct json_object *o)
         return NULL;
 }
 
-char *json_dump_secret(struct json_object *o)
-{
-        size_t len = 0;
-        const char *s = json_object_to_json_string_length(
-                o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-        char *out;
-
-        if (!s)
-                return NULL;
-        out = strndup(s, len);
-        explicit_bzero((char *)s, len);
-        return out;
-}
-
 int json_obj_add(struct json_object *o, const char *key, struct json_object *val)
 {
         if (!val)
                 return -ENOMEM;
         if (json_object_object_add(o, key, val) < 0) {
-                json_object_put(val);
+                json_put_wiped(val);    /* it may be a secret */
                 return -ENOMEM;
         }
         return 0;

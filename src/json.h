@@ -35,7 +35,8 @@ bool strv_equal_as_sets(char *const *a, size_t na, char *const *b, size_t nb);
 void json_wipe(struct json_object *o);
 /* Wipe and put; returns NULL (`o = json_put_wiped(o);`). */
 struct json_object *json_put_wiped(struct json_object *o);
-/* Serialise into a fresh buffer (free with secret_free) and wipe json-c's. */
+/* Serialise as json_dump does, but into patrol's own buffer that leaves no
+ * unwiped copy behind (json_secret.c); free with secret_free. */
 char *json_dump_secret(struct json_object *o);
 /* Add, taking ownership of val; -ENOMEM on a NULL val (allocation failure). */
 int json_obj_add(struct json_object *o, const char *key, struct json_object *val);

@@ -19,6 +19,7 @@
 
 /* Refresh a session this long before Onplana says it expires. */
 #define SESSION_MARGIN_S 60
+#define BEARER "Authorization: Bearer "
 
 struct session {
         const struct cfg_account *acct;
@@ -82,8 +83,11 @@ static int errno_from_status(long status)
 }
 
 /* `onplana: create token: 400 invalid_scope: message` from an error body,
- * either {"error":{"code","message"}} or OAuth's {"error","error_description"}. */
-static int answer_error(const char *what, const struct http_response *resp, char *err, size_t errlen)
+ * either {"error":{"code","message"}} or OAuth's {"error","error_description"}.
+ * The server may quote the credential the request carried (secret): the
+ * text goes to logs and records, so it is masked. */
+static int answer_error(const char *what, const struct http_response *resp, const char *secret,
+                        char *err, size_t errlen)
 {
         struct json_object *o = json_parse(resp->body, resp->body_len), *e;
         const char *code = NULL, *msg = NULL;
@@ -99,8 +103,8 @@ static int answer_error(const char *what, const struct http_response *resp, char
         }
         snprintf(err, errlen, "onplana: %s: %ld %s%s%s", what, resp->status,
                  code ? code : "(no error code)", msg ? ": " : "", msg ? msg : "");
-        if (o)
-                json_object_put(o);
+        secret_redact(err, secret);
+        json_put_wiped(o);
         return errno_from_status(resp->status);
 }
 
@@ -114,9 +118,11 @@ static int transport_error(const char *what, int r, const char *detail, char *er
 
 /* Perform and check for one of the expected statuses; on success *ret_json
  * holds the parsed body (when the status has one).  *sends (when not NULL)
- * adds the times the request went on the wire (see http_response.sends). */
+ * adds the times the request went on the wire (see http_response.sends).
+ * secret is the credential the request carries, kept out of error text. */
 static int call(struct onplana *o, const char *what, const struct http_request *req,
-                long expect, struct json_object **ret_json, int *sends, char *err, size_t errlen)
+                long expect, struct json_object **ret_json, int *sends, const char *secret,
+                char *err, size_t errlen)
 {
         struct http_response resp;
         char detail[256];
@@ -130,15 +136,13 @@ static int call(struct onplana *o, const char *what, const struct http_request *
                 goto out;
         }
         if (resp.status != expect) {
-                r = answer_error(what, &resp, err, errlen);
+                r = answer_error(what, &resp, secret, err, errlen);
                 goto out;
         }
         if (ret_json) {
                 *ret_json = json_parse(resp.body, resp.body_len);
                 if (!*ret_json || !json_object_is_type(*ret_json, json_type_object)) {
-                        if (*ret_json)
-                                json_object_put(*ret_json);
-                        *ret_json = NULL;
+                        *ret_json = json_put_wiped(*ret_json);
                         snprintf(err, errlen, "onplana: %s: %ld answer is not a JSON object", what, resp.status);
                         r = -EBADMSG;
                         goto out;
@@ -204,7 +208,7 @@ static int session_login(struct onplana *o, struct session *s, char *err, size_t
         req.url = url;
         req.body = body;
         req.body_len = strlen(body);
-        r = call(o, "session", &req, 200, &j, NULL, err, errlen);
+        r = call(o, "session", &req, 200, &j, NULL, s->acct->client_secret, err, errlen);
         if (r < 0)
                 goto out;
         r = json_get_str(j, "access_token", &tok, ferr, sizeof(ferr));
@@ -220,8 +224,7 @@ static int session_login(struct onplana *o, struct session *s, char *err, size_t
         s->generation++;
         r = s->access_token ? 0 : -ENOMEM;
 out:
-        if (j)
-                json_object_put(j);
+        json_put_wiped(j);
         secret_free(body);
         return r;
 }
@@ -273,7 +276,7 @@ static int session_header(struct onplana *o, const struct cfg_account *a, char *
         *ret = malloc(n);
         if (!*ret)
                 goto out;
-        snprintf(*ret, n, "Authorization: Bearer %s", s->access_token);
+        snprintf(*ret, n, BEARER "%s", s->access_token);
         *ret_gen = s->generation;
         r = 0;
 out:
@@ -313,7 +316,7 @@ static int session_call(struct onplana *o, const struct cfg_account *a, const ch
                 headers[0] = auth;
                 req->headers = headers;
                 req->ca_file = o->cfg->ca_file;
-                r = call(o, what, req, expect, ret_json, sends, err, errlen);
+                r = call(o, what, req, expect, ret_json, sends, auth + strlen(BEARER), err, errlen);
                 auth = secret_free(auth);
                 if (r != -EACCES || !strstr(err, "invalid_credentials"))
                         break;
@@ -478,8 +481,7 @@ int onplana_create(struct onplana *o, const struct cfg_account *acct, const char
         t = NULL;
 out:
         onplana_token_free(t);
-        if (j)
-                json_object_put(j);
+        json_put_wiped(j);      /* the new token, even when the answer was refused */
         free(body);
         return r;
 }
@@ -669,11 +671,11 @@ int onplana_whoami(struct onplana *o, const char *pat, struct onplana_me **ret,
         auth = malloc(n);
         if (!auth)
                 return -ENOMEM;
-        snprintf(auth, n, "Authorization: Bearer %s", pat);
+        snprintf(auth, n, BEARER "%s", pat);
         headers[0] = auth;
         snprintf(url, sizeof(url), "%s/api/v1/me", o->cfg->url);
         req.url = url;
-        r = call(o, "verify token", &req, 200, &j, NULL, err, errlen);
+        r = call(o, "verify token", &req, 200, &j, NULL, pat, err, errlen);
         if (r == 0) {
                 r = parse_me(j, ret, ferr, sizeof(ferr));
                 if (r < 0)

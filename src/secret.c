@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -93,4 +94,100 @@ out:
         }
         close(fd);
         return r;
+}
+
+/* ---- a growable string whose old copies are wiped -------------------- */
+
+/* realloc would leave the old block, secret and all, to the allocator:
+ * grow by copying into a new block and wiping the old one instead. */
+static void secret_buf_reserve(struct secret_buf *b, size_t extra)
+{
+        size_t cap;
+        char *p;
+
+        if (b->failed || (b->p && b->len + extra < b->cap))
+                return;
+        if (extra > SIZE_MAX / 4 - b->len) {
+                b->failed = true;
+                return;
+        }
+        for (cap = b->cap ? b->cap : 128; cap <= b->len + extra; cap *= 2)
+                ;
+        p = malloc(cap);
+        if (!p) {
+                b->failed = true;
+                return;
+        }
+        p[0] = '\0';
+        if (b->p) {
+                memcpy(p, b->p, b->len + 1);
+                secret_wipe(b->p, b->cap);
+                free(b->p);
+        }
+        b->p = p;
+        b->cap = cap;
+}
+
+void secret_buf_add(struct secret_buf *b, const char *s, size_t n)
+{
+        secret_buf_reserve(b, n);
+        if (b->failed || n == 0)
+                return;
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        b->p[b->len] = '\0';
+}
+
+void secret_buf_adds(struct secret_buf *b, const char *s)
+{
+        secret_buf_add(b, s, strlen(s));
+}
+
+void secret_buf_addc(struct secret_buf *b, char c)
+{
+        secret_buf_add(b, &c, 1);
+}
+
+void secret_buf_done(struct secret_buf *b)
+{
+        if (b->p) {
+                secret_wipe(b->p, b->cap);
+                free(b->p);
+        }
+        *b = (struct secret_buf){ 0 };
+}
+
+int secret_buf_take(struct secret_buf *b, char **ret)
+{
+        secret_buf_reserve(b, 0);
+        if (b->failed) {
+                secret_buf_done(b);
+                return -ENOMEM;
+        }
+        *ret = b->p;
+        *b = (struct secret_buf){ 0 };
+        return 0;
+}
+
+/* ---- error text ------------------------------------------------------- */
+
+void secret_redact(char *text, const char *secret)
+{
+        static const char mask[] = "***";
+        size_t n = secret ? strlen(secret) : 0;
+        char *hit, *out;
+
+        if (!text || n < 4)
+                return;
+        /* The mask is never longer than the secret, so the text only
+         * shrinks and can be rewritten in place, left to right. */
+        out = text;
+        while ((hit = strstr(text, secret))) {
+                memmove(out, text, (size_t)(hit - text));
+                out += hit - text;
+                memcpy(out, mask, sizeof(mask) - 1);
+                out += sizeof(mask) - 1;
+                text = hit + n;
+        }
+        memmove(out, text, strlen(text) + 1);
 }

@@ -15,87 +15,6 @@
 #define SIGV4_ALGORITHM "AWS4-HMAC-SHA256"
 #define SHA256_LEN 32
 
-/* ---- a growable string whose old copies are wiped -------------------- */
-
-/* The canonical request carries the session token, so no stale copy of it
- * may be left behind by realloc.  Failures are sticky and checked once by
- * sbuf_take(), which keeps the builders below linear. */
-struct sbuf {
-        char *p;
-        size_t len, cap;
-        bool failed;
-};
-
-static void sbuf_reserve(struct sbuf *b, size_t extra)
-{
-        size_t cap;
-        char *p;
-
-        if (b->failed || (b->p && b->len + extra < b->cap))
-                return;
-        if (extra > SIZE_MAX / 4 - b->len) {
-                b->failed = true;
-                return;
-        }
-        for (cap = b->cap ? b->cap : 128; cap <= b->len + extra; cap *= 2)
-                ;
-        p = malloc(cap);
-        if (!p) {
-                b->failed = true;
-                return;
-        }
-        p[0] = '\0';
-        if (b->p) {
-                memcpy(p, b->p, b->len + 1);
-                secret_wipe(b->p, b->cap);
-                free(b->p);
-        }
-        b->p = p;
-        b->cap = cap;
-}
-
-static void sbuf_add(struct sbuf *b, const char *s, size_t n)
-{
-        sbuf_reserve(b, n);
-        if (b->failed || n == 0)
-                return;
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-        b->p[b->len] = '\0';
-}
-
-static void sbuf_adds(struct sbuf *b, const char *s)
-{
-        sbuf_add(b, s, strlen(s));
-}
-
-static void sbuf_addc(struct sbuf *b, char c)
-{
-        sbuf_add(b, &c, 1);
-}
-
-static void sbuf_done(struct sbuf *b)
-{
-        if (b->p) {
-                secret_wipe(b->p, b->cap);
-                free(b->p);
-        }
-        *b = (struct sbuf){ 0 };
-}
-
-/* Hand over the string (an empty one if nothing was added). */
-static int sbuf_take(struct sbuf *b, char **ret)
-{
-        sbuf_reserve(b, 0);
-        if (b->failed) {
-                sbuf_done(b);
-                return -ENOMEM;
-        }
-        *ret = b->p;
-        *b = (struct sbuf){ 0 };
-        return 0;
-}
-
 /* ---- hashing ---------------------------------------------------------- */
 
 static void hex_encode(const unsigned char *in, size_t n, char *out)
@@ -177,7 +96,7 @@ static bool is_unreserved(unsigned char c)
                (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
 }
 
-static void uri_encode(struct sbuf *b, const char *s, size_t n, enum encoding mode)
+static void uri_encode(struct secret_buf *b, const char *s, size_t n, enum encoding mode)
 {
         static const char digits[] = "0123456789ABCDEF";
 
@@ -186,10 +105,10 @@ static void uri_encode(struct sbuf *b, const char *s, size_t n, enum encoding mo
 
                 if (is_unreserved(c) || (c == '/' && mode != ENC_QUERY) ||
                     (c == '%' && mode == ENC_PATH_ONCE)) {
-                        sbuf_addc(b, (char)c);
+                        secret_buf_addc(b, (char)c);
                 } else {
                         char e[3] = { '%', digits[c >> 4], digits[c & 0xf] };
-                        sbuf_add(b, e, sizeof(e));
+                        secret_buf_add(b, e, sizeof(e));
                 }
         }
 }
@@ -210,7 +129,7 @@ static int hex_value(char c)
  * A '%' not followed by two hex digits is taken literally. */
 static char *canonical_query_component(const char *s, size_t n)
 {
-        struct sbuf raw = { 0 }, enc = { 0 };
+        struct secret_buf raw = { 0 }, enc = { 0 };
         char *ret = NULL;
 
         for (size_t i = 0; i < n; i++) {
@@ -218,17 +137,17 @@ static char *canonical_query_component(const char *s, size_t n)
                 int lo = i + 2 < n ? hex_value(s[i + 2]) : -1;
 
                 if (s[i] == '%' && hi >= 0 && lo >= 0) {
-                        sbuf_addc(&raw, (char)(hi << 4 | lo));
+                        secret_buf_addc(&raw, (char)(hi << 4 | lo));
                         i += 2;
                 } else {
-                        sbuf_addc(&raw, s[i]);
+                        secret_buf_addc(&raw, s[i]);
                 }
         }
         uri_encode(&enc, raw.p, raw.len, ENC_QUERY);
-        if (raw.failed || sbuf_take(&enc, &ret) < 0)
+        if (raw.failed || secret_buf_take(&enc, &ret) < 0)
                 ret = NULL;
-        sbuf_done(&raw);
-        sbuf_done(&enc);
+        secret_buf_done(&raw);
+        secret_buf_done(&enc);
         return ret;
 }
 
@@ -247,7 +166,7 @@ static bool span_is(struct span s, const char *lit)
 /* RFC 3986 remove_dot_segments, plus dropping empty segments ("//"), which
  * is what the AWS SDKs do.  A trailing '/' (or trailing "." / "..") keeps
  * the result a directory: "/a/b/.." is "/a/". */
-static int normalize_path(const char *path, size_t n, struct sbuf *out)
+static int normalize_path(const char *path, size_t n, struct secret_buf *out)
 {
         size_t max = 1, top = 0, i, start;
         bool trailing = false;
@@ -271,20 +190,20 @@ static int normalize_path(const char *path, size_t n, struct sbuf *out)
                         seg[top++] = s;
         }
         for (i = 0; i < top; i++) {
-                sbuf_addc(out, '/');
-                sbuf_add(out, seg[i].s, seg[i].n);
+                secret_buf_addc(out, '/');
+                secret_buf_add(out, seg[i].s, seg[i].n);
         }
         if (top == 0 || trailing)
-                sbuf_addc(out, '/');
+                secret_buf_addc(out, '/');
         free(seg);
         return 0;
 }
 
-static int canonical_uri(struct sbuf *out, const char *path, size_t n,
+static int canonical_uri(struct secret_buf *out, const char *path, size_t n,
                          const struct sigv4_params *p)
 {
         enum encoding mode = strcmp(p->service, "s3") == 0 ? ENC_PATH_ONCE : ENC_PATH;
-        struct sbuf norm = { 0 };
+        struct secret_buf norm = { 0 };
         int r;
 
         if (!(p->flags & SIGV4_NORMALIZE_PATH)) {
@@ -296,7 +215,7 @@ static int canonical_uri(struct sbuf *out, const char *path, size_t n,
                 uri_encode(out, norm.p, norm.len, mode);
         if (norm.failed)
                 r = -ENOMEM;
-        sbuf_done(&norm);
+        secret_buf_done(&norm);
         return r;
 }
 
@@ -357,7 +276,7 @@ static int parse_query(const char *q, struct param **ret, size_t *ret_n)
         return 0;
 }
 
-static int canonical_query(struct sbuf *out, const char *q)
+static int canonical_query(struct secret_buf *out, const char *q)
 {
         struct param *v = NULL;
         size_t n = 0;
@@ -369,10 +288,10 @@ static int canonical_query(struct sbuf *out, const char *q)
         qsort(v, n, sizeof(*v), param_cmp);
         for (size_t i = 0; i < n; i++) {
                 if (i > 0)
-                        sbuf_addc(out, '&');
-                sbuf_adds(out, v[i].key);
-                sbuf_addc(out, '=');
-                sbuf_adds(out, v[i].value);
+                        secret_buf_addc(out, '&');
+                secret_buf_adds(out, v[i].key);
+                secret_buf_addc(out, '=');
+                secret_buf_adds(out, v[i].value);
         }
         params_free(v, n);
         return 0;
@@ -395,7 +314,7 @@ static bool is_lws(char c)
  * to one space ("value1\n  value2" signs as "value1 value2"). */
 static char *canonical_value(const char *v)
 {
-        struct sbuf b = { 0 };
+        struct secret_buf b = { 0 };
         bool gap = false;
         char *ret;
 
@@ -405,11 +324,11 @@ static char *canonical_value(const char *v)
                         continue;
                 }
                 if (gap)
-                        sbuf_addc(&b, ' ');
+                        secret_buf_addc(&b, ' ');
                 gap = false;
-                sbuf_addc(&b, *v);
+                secret_buf_addc(&b, *v);
         }
-        return sbuf_take(&b, &ret) < 0 ? NULL : ret;
+        return secret_buf_take(&b, &ret) < 0 ? NULL : ret;
 }
 
 static int header_set(struct header *h, size_t order, const char *name, size_t name_len,
@@ -528,44 +447,44 @@ static int collect_headers(const struct sigv4_request *req, const struct sigv4_c
 
 /* One "name:v1,v2\n" line per name (values in the order given), and the
  * ';'-joined names for SignedHeaders.  `h` is sorted. */
-static void emit_headers(struct sbuf *canon, struct sbuf *names, const struct header *h, size_t n)
+static void emit_headers(struct secret_buf *canon, struct secret_buf *names, const struct header *h, size_t n)
 {
         for (size_t i = 0; i < n; i++) {
                 bool first = i == 0 || strcmp(h[i].name, h[i - 1].name) != 0;
                 bool last = i + 1 == n || strcmp(h[i].name, h[i + 1].name) != 0;
 
                 if (first) {
-                        sbuf_adds(canon, h[i].name);
-                        sbuf_addc(canon, ':');
+                        secret_buf_adds(canon, h[i].name);
+                        secret_buf_addc(canon, ':');
                         if (names->len > 0)
-                                sbuf_addc(names, ';');
-                        sbuf_adds(names, h[i].name);
+                                secret_buf_addc(names, ';');
+                        secret_buf_adds(names, h[i].name);
                 } else {
-                        sbuf_addc(canon, ',');
+                        secret_buf_addc(canon, ',');
                 }
-                sbuf_adds(canon, h[i].value);
+                secret_buf_adds(canon, h[i].value);
                 if (last)
-                        sbuf_addc(canon, '\n');
+                        secret_buf_addc(canon, '\n');
         }
 }
 
 /* ---- the signature ----------------------------------------------------- */
 
 /* Method, canonical URI and canonical query, each ending its line. */
-static int append_target(struct sbuf *b, const struct sigv4_request *req,
+static int append_target(struct secret_buf *b, const struct sigv4_request *req,
                          const struct sigv4_params *p)
 {
         const char *query = strchr(req->path, '?');
         size_t path_len = query ? (size_t)(query - req->path) : strlen(req->path);
         int r;
 
-        sbuf_adds(b, req->method);
-        sbuf_addc(b, '\n');
+        secret_buf_adds(b, req->method);
+        secret_buf_addc(b, '\n');
         r = canonical_uri(b, req->path, path_len, p);
-        sbuf_addc(b, '\n');
+        secret_buf_addc(b, '\n');
         if (r == 0)
                 r = canonical_query(b, query ? query + 1 : "");
-        sbuf_addc(b, '\n');
+        secret_buf_addc(b, '\n');
         return r;
 }
 
@@ -575,7 +494,7 @@ static int build_canonical_request(const struct sigv4_request *req,
                                    char **ret_signed_headers)
 {
         char hash[SIGV4_SHA256_HEX_LEN + 1];
-        struct sbuf b = { 0 }, names = { 0 };
+        struct secret_buf b = { 0 }, names = { 0 };
         struct header *h = NULL;
         size_t n = 0;
         int r;
@@ -587,46 +506,46 @@ static int build_canonical_request(const struct sigv4_request *req,
                 return r;
         r = append_target(&b, req, p);
         emit_headers(&b, &names, h, n);
-        sbuf_addc(&b, '\n');
-        sbuf_adds(&b, names.p ? names.p : "");
-        sbuf_addc(&b, '\n');
-        sbuf_adds(&b, hash);
+        secret_buf_addc(&b, '\n');
+        secret_buf_adds(&b, names.p ? names.p : "");
+        secret_buf_addc(&b, '\n');
+        secret_buf_adds(&b, hash);
         headers_free(h, n);
         if (r == 0)
-                r = sbuf_take(&b, ret_creq);
-        if (r == 0 && (r = sbuf_take(&names, ret_signed_headers)) < 0)
+                r = secret_buf_take(&b, ret_creq);
+        if (r == 0 && (r = secret_buf_take(&names, ret_signed_headers)) < 0)
                 *ret_creq = secret_free(*ret_creq);
-        sbuf_done(&b);
-        sbuf_done(&names);
+        secret_buf_done(&b);
+        secret_buf_done(&names);
         return r;
 }
 
-static void append_scope(struct sbuf *b, const struct sigv4_params *p)
+static void append_scope(struct secret_buf *b, const struct sigv4_params *p)
 {
-        sbuf_add(b, p->amz_date, 8);
-        sbuf_addc(b, '/');
-        sbuf_adds(b, p->region);
-        sbuf_addc(b, '/');
-        sbuf_adds(b, p->service);
-        sbuf_adds(b, "/aws4_request");
+        secret_buf_add(b, p->amz_date, 8);
+        secret_buf_addc(b, '/');
+        secret_buf_adds(b, p->region);
+        secret_buf_addc(b, '/');
+        secret_buf_adds(b, p->service);
+        secret_buf_adds(b, "/aws4_request");
 }
 
 static int build_string_to_sign(const char *creq, const struct sigv4_params *p, char **ret)
 {
         char hash[SIGV4_SHA256_HEX_LEN + 1];
-        struct sbuf b = { 0 };
+        struct secret_buf b = { 0 };
         int r;
 
         r = sigv4_sha256_hex(creq, strlen(creq), hash);
         if (r < 0)
                 return r;
-        sbuf_adds(&b, SIGV4_ALGORITHM "\n");
-        sbuf_adds(&b, p->amz_date);
-        sbuf_addc(&b, '\n');
+        secret_buf_adds(&b, SIGV4_ALGORITHM "\n");
+        secret_buf_adds(&b, p->amz_date);
+        secret_buf_addc(&b, '\n');
         append_scope(&b, p);
-        sbuf_addc(&b, '\n');
-        sbuf_adds(&b, hash);
-        return sbuf_take(&b, ret);
+        secret_buf_addc(&b, '\n');
+        secret_buf_adds(&b, hash);
+        return secret_buf_take(&b, ret);
 }
 
 static int compute_signature(const char *sts, const struct sigv4_credentials *cr,
@@ -650,17 +569,17 @@ static int compute_signature(const char *sts, const struct sigv4_credentials *cr
 static int build_authorization(const struct sigv4_credentials *cr, const struct sigv4_params *p,
                                const char *signed_headers, const char *signature, char **ret)
 {
-        struct sbuf b = { 0 };
+        struct secret_buf b = { 0 };
 
-        sbuf_adds(&b, SIGV4_ALGORITHM " Credential=");
-        sbuf_adds(&b, cr->access_key_id);
-        sbuf_addc(&b, '/');
+        secret_buf_adds(&b, SIGV4_ALGORITHM " Credential=");
+        secret_buf_adds(&b, cr->access_key_id);
+        secret_buf_addc(&b, '/');
         append_scope(&b, p);
-        sbuf_adds(&b, ", SignedHeaders=");
-        sbuf_adds(&b, signed_headers);
-        sbuf_adds(&b, ", Signature=");
-        sbuf_adds(&b, signature);
-        return sbuf_take(&b, ret);
+        secret_buf_adds(&b, ", SignedHeaders=");
+        secret_buf_adds(&b, signed_headers);
+        secret_buf_adds(&b, ", Signature=");
+        secret_buf_adds(&b, signature);
+        return secret_buf_take(&b, ret);
 }
 
 /* ---- entry points ------------------------------------------------------- */

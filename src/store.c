@@ -38,8 +38,7 @@ char *store_format_json(const struct store_new *v)
 {
         struct json_object *o = json_object_new_object();
         char exp[32], rot[32];
-        const char *s;
-        char *out = NULL;
+        char *out;
 
         if (!o)
                 return NULL;
@@ -51,15 +50,10 @@ char *store_format_json(const struct store_new *v)
         json_object_object_add(o, "scopes", json_strv_new(v->scopes, v->n_scopes));
         json_object_object_add(o, "rotated_at", json_object_new_string(rot));
         json_object_object_add(o, "managed_by", json_object_new_string("patrol"));
-        s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-        if (s)
-                out = strdup(s);
-        /* json-c keeps its serialisation (with the token) in the object's
-         * print buffer: wipe it before the object goes. */
-        if (s)
-                explicit_bzero((char *)s, strlen(s));
-        json_object_object_del(o, "token");
-        json_object_put(o);
+        /* json-c's own serialisation and json_object_put would both leave
+         * the token in freed memory. */
+        out = json_dump_secret(o);
+        json_put_wiped(o);
         return out;
 }
 
@@ -73,8 +67,7 @@ int store_parse_value(const char *value, struct store_value *ret)
         o = json_parse(value, strlen(value));
         if (!o || !json_object_is_type(o, json_type_object) ||
             json_get_str_opt(o, "token", &tok) < 0 || !tok) {
-                if (o)
-                        json_object_put(o);
+                json_put_wiped(o);      /* a bare JSON string is the token */
                 ret->token = secret_dup(value);
                 return ret->token ? 0 : -ENOMEM;
         }
@@ -87,7 +80,6 @@ int store_parse_value(const char *value, struct store_value *ret)
                 (void)time_parse_rfc3339(exp, &ret->expires_at);
         ret->managed = mb && strcmp(mb, "patrol") == 0;
         /* The parsed tree holds a copy of the token. */
-        explicit_bzero((char *)tok, strlen(tok));
-        json_object_put(o);
+        json_put_wiped(o);
         return ret->token ? 0 : -ENOMEM;
 }

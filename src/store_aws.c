@@ -48,6 +48,7 @@ struct call {
         const char *action;             /* "GetSecretValue" */
         const char *op;                 /* "read", "write", "read-back", "promote" */
         const char *name;               /* the secret */
+        const char *secret;             /* the token value the request carries, if any */
 };
 
 /* ---------------------------------------------------------------- JSON */
@@ -62,7 +63,7 @@ static int add_str(struct json_object *o, const char *key, const char *val)
         if (!(v = json_object_new_string(val)))
                 return -ENOMEM;
         if (json_object_object_add(o, key, v) < 0) {
-                json_object_put(v);
+                json_put_wiped(v);      /* it may be the token */
                 return -ENOMEM;
         }
         return 0;
@@ -76,7 +77,7 @@ static struct json_object *request_new(const char *id_key, const char *name, con
 
         if (!o || add_str(o, id_key, name) < 0 || (k1 && add_str(o, k1, v1) < 0) ||
             (k2 && add_str(o, k2, v2) < 0)) {
-                json_object_put(o);
+                json_put_wiped(o);
                 return NULL;
         }
         return o;
@@ -105,7 +106,7 @@ static void error_parts(const struct http_response *resp, char *type, size_t tsi
         for (; m && *m && n + 1 < msize; m++)
                 msg[n++] = (unsigned char)*m < ' ' || *m == 0x7f ? ' ' : *m;
         msg[n] = '\0';
-        json_object_put(o);
+        json_put_wiped(o);      /* it may quote what was sent */
 }
 
 static bool type_in(const char *type, const char *const *list)
@@ -169,8 +170,10 @@ static void answer_clear(struct answer *a)
         a->type[0] = '\0';
 }
 
-static int sm_send(struct aws_sm *s, const struct call *c, const char *body, bool *ret_fresh,
-                   struct http_response *resp, char *err, size_t errlen)
+/* *cr: the credentials the request was signed with (replaced on each send,
+ * kept by the caller to mask their session token in error text). */
+static int sm_send(struct aws_sm *s, const struct call *c, const char *body, struct aws_creds **cr,
+                   bool *ret_fresh, struct http_response *resp, char *err, size_t errlen)
 {
         char target[96], cerr[400] = "", terr[256] = "";
         const char *headers[] = { JSON_TYPE, target, NULL };
@@ -180,17 +183,16 @@ static int sm_send(struct aws_sm *s, const struct call *c, const char *body, boo
                                    /* Every call patrol makes is safe to repeat: reads, label
                                     * moves, tags, and PutSecretValue with its ClientRequestToken. */
                                    .idempotent = true };
-        struct aws_creds *cr = NULL;
         int r;
 
         snprintf(target, sizeof(target), TARGET_PREFIX "%s", c->action);
-        r = aws_auth_get(s->auth, &cr, ret_fresh, cerr, sizeof(cerr));
+        *cr = aws_creds_free(*cr);
+        r = aws_auth_get(s->auth, cr, ret_fresh, cerr, sizeof(cerr));
         if (r < 0) {
                 set_err(err, errlen, "aws: %s %s: %s", c->op, c->name, cerr);
                 return r;
         }
-        r = aws_signed_do(s->http, cr, &req, resp, terr, sizeof(terr));
-        aws_creds_free(cr);
+        r = aws_signed_do(s->http, *cr, &req, resp, terr, sizeof(terr));
         if (r < 0) {
                 set_err(err, errlen, "aws: %s %s: %s", c->op, c->name, terr[0] ? terr : strerror(-r));
                 return transport_code(r);
@@ -198,14 +200,18 @@ static int sm_send(struct aws_sm *s, const struct call *c, const char *body, boo
         return 0;
 }
 
-static int sm_fail(const struct http_response *resp, const struct call *c, struct answer *ans,
-                   char *err, size_t errlen)
+/* AWS may quote what it was sent (the token value, the session token):
+ * masked, err goes to logs and records. */
+static int sm_fail(const struct http_response *resp, const struct call *c, const struct aws_creds *cr,
+                   struct answer *ans, char *err, size_t errlen)
 {
         char msg[ERRTEXT_MAX];
 
         error_parts(resp, ans->type, sizeof(ans->type), msg, sizeof(msg));
         set_err(err, errlen, "aws: %s %s: %ld %s%s%s", c->op, c->name, resp->status,
                 ans->type[0] ? ans->type : "(no error type)", msg[0] ? ": " : "", msg);
+        secret_redact(err, c->secret);
+        secret_redact(err, cr ? cr->session_token : NULL);
         return code_for(ans->type, resp->status);
 }
 
@@ -231,25 +237,27 @@ static int sm_call(struct aws_sm *s, const struct call *c, struct json_object *r
 {
         struct http_response resp = { 0 };
         char *body = json_dump_secret(request);
+        struct aws_creds *cr = NULL;
         bool fresh = false;
         int r;
 
         memset(ans, 0, sizeof(*ans));
         if (!body)
                 return -ENOMEM;
-        r = sm_send(s, c, body, &fresh, &resp, err, errlen);
+        r = sm_send(s, c, body, &cr, &fresh, &resp, err, errlen);
         if (r == 0 && resp.status != 200 && !fresh) {
                 /* Cached temporary credentials revoked or expired early. */
                 error_parts(&resp, ans->type, sizeof(ans->type), err, errlen);
                 if (type_in(ans->type, stale_cred_types)) {
                         aws_auth_invalidate(s->auth);
                         http_response_clear(&resp);
-                        r = sm_send(s, c, body, &fresh, &resp, err, errlen);
+                        r = sm_send(s, c, body, &cr, &fresh, &resp, err, errlen);
                 }
         }
         if (r == 0)
                 r = resp.status == 200 ? sm_accept(&resp, c, ans, err, errlen)
-                                       : sm_fail(&resp, c, ans, err, errlen);
+                                       : sm_fail(&resp, c, cr, ans, err, errlen);
+        aws_creds_free(cr);
         secret_free(body);
         http_response_clear(&resp);
         return r;
@@ -553,6 +561,7 @@ static int put_value(struct aws_sm *s, const struct call *c, const struct cfg_in
         int r = -ENOMEM;
 
         pc.action = "PutSecretValue";
+        pc.secret = v->token;
         value = secret_free(value);
         if (!req || !stages || json_object_array_add(stages, json_object_new_string(STAGE_PENDING)) < 0 ||
             json_object_object_add(req, "VersionStages", stages) < 0)

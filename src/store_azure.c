@@ -40,6 +40,7 @@ struct call {
         const char *body;       /* may hold a secret: the caller wipes it */
         const char *op;         /* "read", "write", "read-back" */
         const char *name;       /* the secret's name */
+        const char *secret;     /* the token value body carries, if any */
 };
 
 /* The patrol-owned tags (SPEC.md 3); others found on a secret are kept. */
@@ -111,7 +112,7 @@ static void error_text(const struct http_response *resp, char *buf, size_t size,
         append_line(buf, len, size, msg);
         append_line(inner, 0, isize, icode ? icode : code);
 out:
-        json_object_put(root);
+        json_put_wiped(root);   /* it may quote what was sent */
 }
 
 static int code_for_status(long status)
@@ -125,8 +126,11 @@ static int code_for_status(long status)
         return -EIO;
 }
 
-/* An answer that is not the success expected: one err line, and its code. */
-static int azure_fail(const struct http_response *resp, const struct call *c, char *err, size_t errlen)
+/* An answer that is not the success expected: one err line, and its code.
+ * Key Vault may quote what it was sent (the token value, the access token):
+ * err goes to logs and records, so those are masked. */
+static int azure_fail(struct azure *az, const struct http_response *resp, const struct call *c,
+                      char *err, size_t errlen)
 {
         char text[ERRTEXT_MAX], inner[64];
 
@@ -138,6 +142,8 @@ static int azure_fail(const struct http_response *resp, const struct call *c, ch
         }
         set_err(err, errlen, "azure: %s %s: %ld%s%s", c->op, c->name, resp->status,
                 text[0] ? " " : "", text[0] ? text : "");
+        secret_redact(err, c->secret);
+        azure_auth_redact(az->auth, err);
         return code_for_status(resp->status);
 }
 
@@ -312,11 +318,11 @@ static int fetch_bundle(struct azure *az, const struct cfg_integration *in, cons
                 /* Only "no such secret" means absent: a 404 for a wrong
                  * vault path is a failure, not an invitation to create. */
                 error_text(&resp, text, sizeof(text), inner, sizeof(inner));
-                r = streq(inner, NOT_FOUND) ? 0 : azure_fail(&resp, &c, err, errlen);
+                r = streq(inner, NOT_FOUND) ? 0 : azure_fail(az, &resp, &c, err, errlen);
                 goto out;
         }
         if (resp.status != 200) {
-                r = azure_fail(&resp, &c, err, errlen);
+                r = azure_fail(az, &resp, &c, err, errlen);
                 goto out;
         }
         *ret = resp.body_len ? json_parse(resp.body, resp.body_len) : NULL;
@@ -460,10 +466,11 @@ static int put_secret(struct azure *az, const struct cfg_integration *in, const 
                 goto out;
         c.url = url;
         c.body = body;
+        c.secret = nv->token;
         if ((r = azure_do(az, &c, &resp, err, errlen)) < 0)
                 goto out;
         if (resp.status != 200) {
-                r = azure_fail(&resp, &c, err, errlen);
+                r = azure_fail(az, &resp, &c, err, errlen);
                 goto out;
         }
         root = resp.body_len ? json_parse(resp.body, resp.body_len) : NULL;

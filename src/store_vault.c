@@ -49,6 +49,7 @@ struct call {
         const char *body;               /* may hold a secret: the caller wipes it */
         const char *op;                 /* "read", "write", "login", ... */
         const char *name;               /* the secret's path, or the auth method */
+        const char *secret;             /* what body carries (secret_id, JWT, token): kept out of err */
 };
 
 /* ---------------------------------------------------------------- JSON with secrets */
@@ -171,7 +172,7 @@ static void error_text(const struct http_response *resp, char *buf, size_t size)
                                   json_object_get_string(json_object_array_get_idx(errs, i)));
         }
 out:
-        json_object_put(root);
+        json_put_wiped(root);   /* it may quote what was sent */
 }
 
 static int code_for_status(long status, const char *text)
@@ -188,8 +189,11 @@ static int code_for_status(long status, const char *text)
         return -EIO;
 }
 
-/* An answer that is not the success expected: one err line, and its code. */
-static int vault_fail(const struct http_response *resp, const struct call *c, char *err, size_t errlen)
+/* An answer that is not the success expected: one err line, and its code.
+ * Vault may quote what it was sent (a secret_id, the client token): err goes
+ * to logs and records, so those are masked. */
+static int fail_text(const struct http_response *resp, const struct call *c, const char *token,
+                     char *err, size_t errlen)
 {
         char text[ERRTEXT_MAX];
 
@@ -198,7 +202,22 @@ static int vault_fail(const struct http_response *resp, const struct call *c, ch
                 snprintf(text, sizeof(text), "not found");
         set_err(err, errlen, "vault: %s %s: %ld%s%s", c->op, c->name, resp->status,
                 text[0] ? " " : "", text);
+        secret_redact(err, c->secret);
+        secret_redact(err, token);
         return code_for_status(resp->status, text);
+}
+
+/* fail_text for a call sent with the client token (another worker may be
+ * replacing it, hence the lock). */
+static int vault_fail(struct vault *v, const struct http_response *resp, const struct call *c,
+                      char *err, size_t errlen)
+{
+        int r;
+
+        pthread_mutex_lock(&v->lock);
+        r = fail_text(resp, c, v->token, err, errlen);
+        pthread_mutex_unlock(&v->lock);
+        return r;
 }
 
 static int bad_answer(const struct call *c, const char *why, char *err, size_t errlen)
@@ -273,8 +292,9 @@ static int vault_send(struct vault *v, const struct call *c, const char *token_h
 
 /* ---------------------------------------------------------------- login */
 
+/* The login request, and a copy of the credential it carries (*ret_cred). */
 static int login_body(const struct cfg_auth *a, const char **ret_method, char **ret_body,
-                      char *err, size_t errlen)
+                      char **ret_cred, char *err, size_t errlen)
 {
         struct json_object *o = json_object_new_object();
         char *jwt = NULL;
@@ -309,7 +329,9 @@ static int login_body(const struct cfg_auth *a, const char **ret_method, char **
                 goto out;
         }
         *ret_body = json_dump_secret(o);
-        r = *ret_body ? 0 : -ENOMEM;
+        *ret_cred = jwt ? jwt : secret_dup(a->secret_id ? a->secret_id : "");
+        jwt = NULL;
+        r = *ret_body && *ret_cred ? 0 : -ENOMEM;
 out:
         secret_free(jwt);
         json_put_wiped(o);
@@ -355,7 +377,7 @@ static int vault_login(struct vault *v, char *err, size_t errlen)
         const struct cfg_auth *a = &v->cfg->auth;
         struct http_response resp = { 0 };
         struct call c = { .method = "POST", .op = "login" };
-        char *body = NULL, *url = NULL;
+        char *body = NULL, *url = NULL, *cred = NULL;
         int r;
 
         v->token = secret_free(v->token);
@@ -369,7 +391,7 @@ static int vault_login(struct vault *v, char *err, size_t errlen)
                 v->token = secret_dup(a->token);
                 return v->token ? 0 : -ENOMEM;
         }
-        r = login_body(a, &c.name, &body, err, errlen);
+        r = login_body(a, &c.name, &body, &cred, err, errlen);
         if (r < 0)
                 goto out;
         r = vault_url(v, "auth", a->mount ? a->mount : c.name, "login", NULL, &url);
@@ -377,11 +399,13 @@ static int vault_login(struct vault *v, char *err, size_t errlen)
                 goto out;
         c.url = url;
         c.body = body;
+        c.secret = cred;
         r = vault_send(v, &c, NULL, &resp, err, errlen);
         if (r < 0)
                 goto out;
         if (resp.status != 200) {
-                r = vault_fail(&resp, &c, err, errlen);
+                /* v->lock is held, and there is no client token yet. */
+                r = fail_text(&resp, &c, NULL, err, errlen);
                 /* "invalid role or secret ID" is a 400: still a refusal. */
                 if (resp.status == 400)
                         r = -EACCES;
@@ -390,6 +414,7 @@ static int vault_login(struct vault *v, char *err, size_t errlen)
         r = login_accept(v, &resp, &c, err, errlen);
 out:
         secret_free(body);
+        secret_free(cred);
         free(url);
         http_response_clear(&resp);
         return r;
@@ -488,7 +513,7 @@ static int vault_request(struct vault *v, const struct call *c, struct http_resp
         if (r < 0)
                 return r;
         if (resp->status != 200 && resp->status != 204)
-                return vault_fail(resp, c, err, errlen);
+                return vault_fail(v, resp, c, err, errlen);
         return 0;
 }
 
@@ -581,7 +606,7 @@ static int kv2_get_custom_metadata(struct vault *v, const struct cfg_integration
         if (r < 0 || resp.status == 404)
                 goto out;
         if (resp.status != 200) {
-                r = vault_fail(&resp, &c, err, errlen);
+                r = vault_fail(v, &resp, &c, err, errlen);
                 goto out;
         }
         r = parse_answer(&resp, &c, &root, err, errlen);
@@ -667,14 +692,14 @@ static bool answer_is_absent(struct json_object *root)
 }
 
 /* Sort a 404: 1 absent, 0 deleted/destroyed version (decode it), or a failure. */
-static int classify_404(const struct http_response *resp, const struct call *c, struct json_object *root,
-                        bool versioned, char *err, size_t errlen)
+static int classify_404(struct vault *v, const struct http_response *resp, const struct call *c,
+                        struct json_object *root, bool versioned, char *err, size_t errlen)
 {
         if (versioned && kv2_is_deleted(root))
                 return 0;
         if (answer_is_absent(root))
                 return 1;
-        return vault_fail(resp, c, err, errlen);
+        return vault_fail(v, resp, c, err, errlen);
 }
 
 /* GET data (version NULL: the current one).  A missing secret or version
@@ -699,12 +724,12 @@ static int kv2_read(struct vault *v, const struct cfg_integration *in, const cha
         if (r < 0)
                 goto out;
         if (resp.status != 200 && resp.status != 404) {
-                r = vault_fail(&resp, &c, err, errlen);
+                r = vault_fail(v, &resp, &c, err, errlen);
                 goto out;
         }
         r = parse_answer(&resp, &c, &root, err, errlen);
         if (r == 0 && resp.status == 404)
-                r = classify_404(&resp, &c, root, true, err, errlen);
+                r = classify_404(v, &resp, &c, root, true, err, errlen);
         if (r < 0)
                 goto out;
         if (r == 1) {
@@ -889,6 +914,7 @@ static int kv2_post_data(struct vault *v, const struct cfg_integration *in, cons
                 goto out;
         c.url = url;
         c.body = body;
+        c.secret = nv->token;
         r = vault_request(v, &c, &resp, err, errlen);
         if (r < 0)
                 goto out;
@@ -1044,12 +1070,12 @@ static int kv1_read(struct vault *v, const struct cfg_integration *in, const cha
         if (r < 0)
                 goto out;
         if (resp.status != 200 && resp.status != 404) {
-                r = vault_fail(&resp, &c, err, errlen);
+                r = vault_fail(v, &resp, &c, err, errlen);
                 goto out;
         }
         r = parse_answer(&resp, &c, &root, err, errlen);
         if (r == 0 && resp.status == 404)
-                r = classify_404(&resp, &c, root, false, err, errlen);
+                r = classify_404(v, &resp, &c, root, false, err, errlen);
         if (r < 0)
                 goto out;
         if (r == 1) {
@@ -1125,6 +1151,7 @@ static int kv1_write(struct vault *v, const struct cfg_integration *in, const st
                 goto out;
         c.url = url;
         c.body = body;
+        c.secret = nv->token;
         r = vault_request(v, &c, &resp, err, errlen);
 done:
         if (r == 0)

@@ -224,3 +224,29 @@ def test_metrics_file_is_world_readable_and_holds_no_secret(env, no_leaks, tmp_p
         assert d.stop() == 0, d.stderr()
     assert stat.S_IMODE(metrics.stat().st_mode) == 0o644
     no_leaks(metrics, d, secrets=env.store.secrets)
+
+
+def test_check_config_has_core_dumps_off(env):
+    """--check-config reads every credential file too: hardened before it does.  The
+    Vault secret_id file is a FIFO, so patrol waits in its open() until it is fed."""
+    env.configure()
+    fifo = env.patrol.dir / "vault-secret-id"
+    secret_id = fifo.read_text()
+    fifo.unlink()
+    os.mkfifo(fifo, 0o600)
+    proc = subprocess.Popen(env.patrol.command(["--check-config"]), env=env.patrol.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while limits(proc.pid) != ["0", "0"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        assert limits(proc.pid) == ["0", "0"]
+        with open(fifo, "w") as f:
+            f.write(secret_id)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, (out, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

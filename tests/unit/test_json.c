@@ -1,4 +1,5 @@
-/* test_json.c: the typed JSON getters, the store value format, and token names. */
+/* test_json.c: the typed JSON getters, the serialiser for secret bodies,
+ * the store value format, token names, and redaction of error text. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -118,6 +119,70 @@ static void test_token_names(void **state)
         assert_false(onplana_token_name_matches("ci-reader", "hand-made"));
 }
 
+/* json_dump_secret writes what json-c would, byte for byte: every string
+ * escape, nesting, empty containers and the scalar types. */
+static void test_dump_secret_matches_json_c(void **state)
+{
+        static const char odd[] = "q\"b\\s/c\x01\x1f\b\f\n\r\t\x7f \xc3\xa9\xe2\x82\xac\xf0\x9f\x94\x91";
+        struct json_object *o = json_object_new_object(), *a = json_object_new_array();
+        struct json_object *in = json_object_new_object();
+        char *mine;
+
+        (void)state;
+        assert_int_equal(json_obj_add(o, "token", json_object_new_string(odd)), 0);
+        assert_int_equal(json_obj_add(o, "k\"\\\x02\xc3\xa9/", json_object_new_string("v")), 0);
+        assert_int_equal(json_obj_add(o, "nul", json_object_new_string_len("a\0b", 3)), 0);
+        assert_int_equal(json_obj_add(in, "empty_obj", json_object_new_object()), 0);
+        assert_int_equal(json_obj_add(in, "empty_arr", json_object_new_array()), 0);
+        assert_int_equal(json_obj_add(in, "empty_str", json_object_new_string("")), 0);
+        json_object_array_add(a, json_object_new_int64(-9007199254740993LL));
+        json_object_array_add(a, json_object_new_int(0));
+        json_object_array_add(a, json_object_new_boolean(1));
+        json_object_array_add(a, json_object_new_boolean(0));
+        json_object_array_add(a, NULL);
+        json_object_array_add(a, json_object_new_double(0.5));
+        json_object_array_add(a, json_object_new_string(odd));
+        json_object_array_add(a, json_object_new_array());
+        assert_int_equal(json_obj_add(in, "list", a), 0);
+        assert_int_equal(json_object_object_add(in, "null", NULL), 0);
+        assert_int_equal(json_obj_add(o, "nested", in), 0);
+        assert_int_equal(json_obj_add(o, "last", json_object_new_int(42)), 0);
+        mine = json_dump_secret(o);
+        assert_non_null(mine);
+        assert_string_equal(mine, json_object_to_json_string_ext(
+                                          o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        secret_free(mine);
+        mine = json_dump_secret(a);
+        assert_non_null(mine);
+        assert_string_equal(mine, json_object_to_json_string_ext(
+                                          a, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+        secret_free(mine);
+        json_object_put(o);
+}
+
+static void redacted(const char *text, const char *secret, const char *want)
+{
+        char buf[256];
+
+        strcpy(buf, text);
+        secret_redact(buf, secret);
+        assert_string_equal(buf, want);
+}
+
+static void test_secret_redact(void **state)
+{
+        (void)state;
+        redacted("client_secret 's3cr3t' does not match", "s3cr3t", "client_secret '***' does not match");
+        redacted("s3cr3ts3cr3t and s3cr3t", "s3cr3t", "****** and ***");
+        redacted("abcd", "abcd", "***");
+        redacted("xabcdabcx", "abcdabc", "x***x");
+        redacted("nothing here", "s3cr3t", "nothing here");
+        redacted("a secret too short: abc", "abc", "a secret too short: abc");
+        redacted("no secret at all", NULL, "no secret at all");
+        redacted("", "s3cr3t", "");
+        secret_redact(NULL, "s3cr3t");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -127,6 +192,8 @@ int main(void)
                 cmocka_unit_test(test_store_value_round_trip),
                 cmocka_unit_test(test_foreign_value_is_the_token),
                 cmocka_unit_test(test_token_names),
+                cmocka_unit_test(test_dump_secret_matches_json_c),
+                cmocka_unit_test(test_secret_redact),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
