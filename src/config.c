@@ -33,6 +33,14 @@
 #define DEFAULT_AZURE_RESOURCE "https://vault.azure.net"
 #define DEFAULT_AZURE_AUTHORITY "https://login.microsoftonline.com"
 
+/* The entries seen so far of one list, by some key (dup_find): entry
+ * number + 1 per slot, open addressing, so 10,000 entries are not compared
+ * pairwise. */
+struct dup_index {
+        const void *arr;
+        size_t *slots, cap;
+};
+
 /* Everything one load needs; `err` stays the first failure. */
 struct ctx {
         struct config *c;
@@ -43,11 +51,9 @@ struct ctx {
         unsigned mode;
         int err;
         unsigned nerr;
-        /* check_dup's index of the names seen so far in one list: entry
-         * number + 1 per slot, open addressing, so 10,000 names are not
-         * compared pairwise. */
-        const void *dup_arr;
-        size_t *dup_slots, dup_cap;
+        /* check_dup's index of the names seen so far in one list, and
+         * check_dup_secret's of the integrations' secrets. */
+        struct dup_index dup_names, dup_secrets;
         /* intern_strv's index of c->strvs, the same way; strvs_room is the
          * length c->strvs is allocated for. */
         size_t *strv_slots, strv_cap, strvs_room;
@@ -619,9 +625,10 @@ struct named {
         int line;
 };
 
-static const struct named *named_at(const void *arr, size_t size, size_t i)
+/* Entry i of a list of entries of `size` bytes. */
+static const void *entry_at(const void *arr, size_t size, size_t i)
 {
-        return (const void *)((const char *)arr + i * size);
+        return (const char *)arr + i * size;
 }
 
 #define FNV_OFFSET ((size_t)14695981039346656037ULL)
@@ -634,70 +641,98 @@ static size_t fnv1a(size_t h, const char *s)
         return h;
 }
 
-static size_t dup_hash(const char *s)
-{
-        return fnv1a(FNV_OFFSET, s);
-}
+/* What makes two entries duplicates; entries without a key are never one. */
+struct dup_key {
+        bool (*has)(const void *e);
+        size_t (*hash)(const void *e);
+        bool (*same)(const void *a, const void *b);
+};
 
-/* The slot of name among entries 0..i-1 of arr, or the empty one where it goes. */
-static size_t dup_slot(const struct ctx *x, const void *arr, size_t size, const char *name)
+/* The slot of e's key among the entries indexed, or the empty one where it goes. */
+static size_t dup_slot(const struct dup_index *d, const struct dup_key *key, size_t size, const void *e)
 {
-        size_t k = dup_hash(name) & (x->dup_cap - 1);
+        size_t k = key->hash(e) & (d->cap - 1);
 
-        while (x->dup_slots[k] && strcmp(named_at(arr, size, x->dup_slots[k] - 1)->name, name) != 0)
-                k = (k + 1) & (x->dup_cap - 1);
+        while (d->slots[k] && !key->same(entry_at(d->arr, size, d->slots[k] - 1), e))
+                k = (k + 1) & (d->cap - 1);
         return k;
 }
 
 /* Room for entry i, kept at most half full; rebuilt from entries 0..i-1. */
-static int dup_reserve(struct ctx *x, const void *arr, size_t size, size_t i)
+static int dup_reserve(struct dup_index *d, const struct dup_key *key, const void *arr, size_t size, size_t i)
 {
-        size_t cap = x->dup_arr == arr ? x->dup_cap : 0, j;
+        size_t cap = d->arr == arr ? d->cap : 0, j;
 
         if (cap >= 2 * (i + 1))
                 return 0;
         cap = cap ? cap * 2 : 64;
         while (cap < 2 * (i + 1))
                 cap *= 2;
-        free(x->dup_slots);
-        x->dup_slots = calloc(cap, sizeof(*x->dup_slots));
-        x->dup_arr = x->dup_slots ? arr : NULL;
-        x->dup_cap = x->dup_slots ? cap : 0;
-        if (!x->dup_slots)
+        free(d->slots);
+        d->slots = calloc(cap, sizeof(*d->slots));
+        d->arr = d->slots ? arr : NULL;
+        d->cap = d->slots ? cap : 0;
+        if (!d->slots)
                 return -ENOMEM;
         for (j = 0; j < i; j++) {
-                const struct named *o = named_at(arr, size, j);
+                const void *o = entry_at(arr, size, j);
                 size_t k;
-                if (!o->name)
+                if (!key->has(o))
                         continue;
-                k = dup_slot(x, arr, size, o->name);
-                if (!x->dup_slots[k])
-                        x->dup_slots[k] = j + 1;
+                k = dup_slot(d, key, size, o);
+                if (!d->slots[k])
+                        d->slots[k] = j + 1;
         }
         return 0;
 }
 
-/* Entries are checked in order, i = 0, 1, ... of one list at a time. */
+/* The first of entries 0..i-1 of arr with entry i's key, or NULL (then i is
+ * indexed).  Entries are checked in order, i = 0, 1, ... of one list at a time. */
+static const void *dup_find(struct ctx *x, struct dup_index *d, const struct dup_key *key,
+                            const void *arr, size_t size, size_t i)
+{
+        const void *me = entry_at(arr, size, i);
+        size_t k;
+
+        if (!key->has(me))
+                return NULL;
+        if (dup_reserve(d, key, arr, size, i) < 0) {
+                oom(x);
+                return NULL;
+        }
+        k = dup_slot(d, key, size, me);
+        if (d->slots[k])
+                return entry_at(arr, size, d->slots[k] - 1);
+        d->slots[k] = i + 1;
+        return NULL;
+}
+
+static bool name_has(const void *e)
+{
+        return ((const struct named *)e)->name != NULL;
+}
+
+static size_t name_hash(const void *e)
+{
+        return fnv1a(FNV_OFFSET, ((const struct named *)e)->name);
+}
+
+static bool name_same(const void *a, const void *b)
+{
+        return strcmp(((const struct named *)a)->name, ((const struct named *)b)->name) == 0;
+}
+
+static const struct dup_key name_key = { name_has, name_hash, name_same };
+
 static void check_dup(struct ctx *x, const config_setting_t *g, const char *kind,
                       const void *arr, size_t size, size_t i)
 {
-        const struct named *me = named_at(arr, size, i);
-        size_t k;
+        const struct named *me = entry_at(arr, size, i);
+        const struct named *o = dup_find(x, &x->dup_names, &name_key, arr, size, i);
 
-        if (!me->name)
-                return;
-        if (dup_reserve(x, arr, size, i) < 0) {
-                oom(x);
-                return;
-        }
-        k = dup_slot(x, arr, size, me->name);
-        if (x->dup_slots[k]) {
-                const struct named *o = named_at(arr, size, x->dup_slots[k] - 1);
+        if (o)
                 fail(x, config_setting_get_member(g, "name"),
                      "duplicate %s name \"%s\" (first at line %d)", kind, me->name, o->line);
-                return;
-        }
-        x->dup_slots[k] = i + 1;
 }
 
 static void *alloc_entries(struct ctx *x, int n, size_t size)
@@ -1436,6 +1471,54 @@ static void check_secret_name(struct ctx *x, const config_setting_t *g, const st
                      "nor ? # %%", in->secret);
 }
 
+/* A secret is a name in one store: the store entry holds everything else that
+ * says where it is (Vault url, namespace, mount; AWS region; Azure vault).
+ * Azure Key Vault names are case-insensitive. */
+static bool secret_fold(const struct cfg_integration *in)
+{
+        return in->store->type == STORE_AZURE;
+}
+
+static bool secret_has(const void *e)
+{
+        const struct cfg_integration *in = e;
+
+        return in->store && in->secret;
+}
+
+static size_t secret_hash(const void *e)
+{
+        const struct cfg_integration *in = e;
+        size_t h = fnv1a(FNV_OFFSET, in->store->name);
+
+        for (const char *s = in->secret; *s; s++)
+                h = (h ^ (unsigned char)(secret_fold(in) ? tolower((unsigned char)*s) : *s)) * FNV_PRIME;
+        return h;
+}
+
+static bool secret_same(const void *a, const void *b)
+{
+        const struct cfg_integration *ia = a, *ib = b;
+
+        return ia->store == ib->store &&
+               (secret_fold(ia) ? strcasecmp(ia->secret, ib->secret) : strcmp(ia->secret, ib->secret)) == 0;
+}
+
+static const struct dup_key secret_key = { secret_has, secret_hash, secret_same };
+
+/* Two integrations writing one secret would each revoke the token the other
+ * just stored. */
+static void check_dup_secret(struct ctx *x, const config_setting_t *g, const char *what, size_t i)
+{
+        const struct cfg_integration *in = &x->c->integrations[i], *o;
+
+        o = dup_find(x, &x->dup_secrets, &secret_key, x->c->integrations, sizeof(*in), i);
+        if (o)
+                fail(x, config_setting_get_member(g, "secret"),
+                     "%s: store \"%s\" secret \"%s\" is already integration \"%s\"'s (line %d)",
+                     what, in->store->name, in->secret, o->name ? o->name : "(no name)", o->line);
+}
+
 static void check_integration(struct ctx *x, const config_setting_t *g, const struct integration_parse *p,
                               const char *what)
 {
@@ -1475,6 +1558,7 @@ static void h_integrations(struct ctx *x, const config_setting_t *s, void *base,
                 /* Copied whatever happened: config_free frees what it holds. */
                 c->integrations[i] = p.in;
                 check_dup(x, g, "integration", c->integrations, sizeof(p.in), (size_t)i);
+                check_dup_secret(x, g, what, (size_t)i);
         }
 }
 
@@ -1532,22 +1616,98 @@ static int set_defaults(struct config *c, const char *path)
         return 0;
 }
 
-/* Open, check the permissions, parse the syntax.  A configuration others can
- * write could point patrol's credentials anywhere, so it is refused. */
+/* ---- @include ---- */
+
+#define INCLUDE_DEPTH_MAX 10    /* libconfig's MAX_INCLUDE_DEPTH */
+
+static int check_includes(const config_t *cfg, FILE *f, const char *file, int depth);
+
+/* The name in an `@include "name"` line, read the way libconfig's scanner
+ * does: the directive starts the line; \\ and \" are the only escapes. */
+static bool include_name(const char *line, char *name, size_t size)
+{
+        const char *p = line + strspn(line, " \t");
+        size_t n = 0;
+
+        if (strncmp(p, "@include", 8) != 0 || (p[8] != ' ' && p[8] != '\t'))
+                return false;
+        p += 8 + strspn(p + 8, " \t");
+        if (*p != '"')
+                return false;
+        for (p++; *p && *p != '"' && n + 1 < size; p++, n++) {
+                if (*p == '\\' && (p[1] == '\\' || p[1] == '"'))
+                        p++;
+                name[n] = *p;
+        }
+        name[n] = '\0';
+        return *p == '"';       /* else libconfig reports it */
+}
+
+/* What `@include "name"` on file:line opens must be a regular file; its own
+ * @includes are checked in turn.  What cannot be opened is left to libconfig,
+ * which names it. */
+static int check_include(const config_t *cfg, const char *file, int line, const char *name, int depth)
+{
+        const char *dir = config_get_include_dir(cfg);
+        char path[PATH_MAX];
+        struct stat st;
+        FILE *f;
+        int r;
+
+        /* libconfig 1.5 puts include_dir before every name, absolute or not */
+        if (snprintf(path, sizeof(path), "%s%s%s", dir ? dir : "", dir ? "/" : "", name) >= (int)sizeof(path) ||
+            depth >= INCLUDE_DEPTH_MAX || stat(path, &st) < 0)
+                return 0;
+        if (!S_ISREG(st.st_mode)) {
+                log_error(NULL, "%s:%d: @include \"%s\": not a regular file", file, line, name);
+                return -EINVAL;
+        }
+        f = fopen(path, "re");
+        if (!f)
+                return 0;
+        r = check_includes(cfg, f, path, depth + 1);
+        fclose(f);
+        return r;
+}
+
+/* libconfig 1.5 has no include hook, and when an @include names a folder (or
+ * a FIFO, a device) its flex scanner fails mid-read and calls exit(2): a
+ * SIGHUP reload would kill the daemon.  So the @include lines are found here
+ * first.  One inside a block comment is checked too: harmless strictness. */
+static int check_includes(const config_t *cfg, FILE *f, const char *file, int depth)
+{
+        char *buf = NULL, name[PATH_MAX];
+        size_t cap = 0;
+        int line = 0, r = 0;
+
+        while (r == 0 && getline(&buf, &cap, f) >= 0) {
+                line++;
+                if (include_name(buf, name, sizeof(name)))
+                        r = check_include(cfg, file, line, name, depth);
+        }
+        free(buf);
+        return r;
+}
+
+/* Open, check the file and its permissions, parse the syntax.  A
+ * configuration others can write could point patrol's credentials anywhere,
+ * so it is refused. */
 static int read_file(struct ctx *x, config_t *cfg)
 {
-        FILE *f = fopen(x->path, "re");
+        /* O_NONBLOCK: a FIFO named by mistake must not hang patrol */
+        int fd = open(x->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        FILE *f = NULL;
         struct stat st;
         int r = 0;
 
-        if (!f) {
+        if (fd < 0 || fstat(fd, &st) < 0) {
                 r = -errno;
                 log_error(NULL, "%s: %s", x->path, strerror(errno));
-                return r;
+                goto out;
         }
-        if (fstat(fileno(f), &st) < 0) {
-                r = -errno;
-                log_error(NULL, "%s: %s", x->path, strerror(errno));
+        if (!S_ISREG(st.st_mode)) {
+                log_error(NULL, "%s: not a regular file", x->path);
+                r = -EINVAL;
                 goto out;
         }
         x->mode = st.st_mode & 07777;
@@ -1558,13 +1718,26 @@ static int read_file(struct ctx *x, config_t *cfg)
                 r = -EINVAL;
                 goto out;
         }
+        if (!(f = fdopen(fd, "r"))) {
+                r = -errno;
+                log_error(NULL, "%s: %s", x->path, strerror(errno));
+                goto out;
+        }
+        fd = -1;
+        r = check_includes(cfg, f, x->path, 0);
+        if (r < 0)
+                goto out;
+        rewind(f);
         if (!config_read(cfg, f)) {
                 log_error(NULL, "%s:%d: %s", config_error_file(cfg) ? config_error_file(cfg) : x->path,
                           config_error_line(cfg), config_error_text(cfg));
                 r = -EINVAL;
         }
 out:
-        fclose(f);
+        if (f)
+                fclose(f);
+        else if (fd >= 0)
+                close(fd);
         return r;
 }
 
@@ -1597,7 +1770,8 @@ int config_load(const char *path, bool check_files, struct config **ret)
 out:
         config_destroy(&cfg);
         config_free(x.c);
-        free(x.dup_slots);
+        free(x.dup_names.slots);
+        free(x.dup_secrets.slots);
         free(x.strv_slots);
         return r;
 }

@@ -3,7 +3,8 @@
  * recording a step costs one small append + fsync however many integrations
  * there are, and steps recorded at the same time share one fsync (group
  * commit).  Loading replays the journal over the snapshot; a torn last line
- * (crash mid-write) is ignored.  Entries are found through a hash index.
+ * (crash mid-write) is ignored, and any other bad line is refused: only the
+ * last can be torn.  Entries are found through a hash index.
  * Files are 0600 under umask 077. */
 #include "records.h"
 
@@ -197,34 +198,50 @@ static int get_t(struct json_object *o, const char *k, int64_t *field)
         return s ? time_parse_rfc3339(s, field) : 0;
 }
 
-static enum rot_step step_from_name(const char *s)
+/* A name this patrol does not know (a newer one's, damage) is an error, not
+ * "idle" or "none": read so, a rotation in flight would be forgotten and the
+ * token it created never revoked.  An in_flight always has a step past idle. */
+static int step_from_name(const char *s, enum rot_step *ret, char *why, size_t whylen)
 {
         int i;
 
-        for (i = 0; s && i < _STEP_MAX; i++)
-                if (strcmp(s, step_names[i]) == 0)
-                        return (enum rot_step)i;
-        return STEP_IDLE;
+        for (i = STEP_IDLE + 1; s && i < _STEP_MAX; i++)
+                if (strcmp(s, step_names[i]) == 0) {
+                        *ret = (enum rot_step)i;
+                        return 0;
+                }
+        if (s)
+                snprintf(why, whylen, "unknown step \"%.32s\"", s);
+        else
+                snprintf(why, whylen, "in_flight without a step");
+        return -EBADMSG;
 }
 
-static enum last_result result_from_name(const char *s)
+/* No last_result at all is "none"; one patrol does not know is an error. */
+static int result_from_name(const char *s, enum last_result *ret, char *why, size_t whylen)
 {
         int i;
 
         for (i = 0; s && i <= RESULT_INCOMPLETE; i++)
-                if (strcmp(s, result_names[i]) == 0)
-                        return (enum last_result)i;
-        return RESULT_NONE;
+                if (strcmp(s, result_names[i]) == 0) {
+                        *ret = (enum last_result)i;
+                        return 0;
+                }
+        if (!s) {
+                *ret = RESULT_NONE;
+                return 0;
+        }
+        snprintf(why, whylen, "unknown last_result \"%.32s\"", s);
+        return -EBADMSG;
 }
 
-static int flight_from_json(struct json_object *f, struct rec_integration *ri)
+static int flight_from_json(struct json_object *f, struct rec_integration *ri, char *why, size_t whylen)
 {
         const char *step;
         int r = 0;
 
-        if (json_get_str_opt(f, "step", &step) < 0)
+        if (json_get_str_opt(f, "step", &step) < 0 || step_from_name(step, &ri->step, why, whylen) < 0)
                 return -EBADMSG;
-        ri->step = step_from_name(step);
         r |= get_s(f, "rotation_id", &ri->rotation_id);
         r |= get_s(f, "new_name", &ri->new_name);
         r |= get_s(f, "new_token_id", &ri->new_token_id);
@@ -235,7 +252,8 @@ static int flight_from_json(struct json_object *f, struct rec_integration *ri)
         return r ? -EBADMSG : 0;
 }
 
-static int entry_from_json(struct json_object *o, struct rec_integration *ri)
+/* why: what is wrong, when more can be said than "bad entry" (else left alone). */
+static int entry_from_json(struct json_object *o, struct rec_integration *ri, char *why, size_t whylen)
 {
         struct json_object *sub, *fail;
         const char *res;
@@ -250,12 +268,12 @@ static int entry_from_json(struct json_object *o, struct rec_integration *ri)
         r |= get_t(o, "next_rotation", &ri->next_rotation);
         r |= get_t(o, "last_rotation", &ri->last_rotation);
         r |= get_s(o, "last_error", &ri->last_error);
-        if (json_get_str_opt(o, "last_result", &res) < 0)
+        if (json_get_str_opt(o, "last_result", &res) < 0 ||
+            result_from_name(res, &ri->last_result, why, whylen) < 0)
                 return -EBADMSG;
-        ri->last_result = result_from_name(res);
         ri->failures = json_object_object_get_ex(o, "failures", &fail) ? json_object_get_int(fail) : 0;
         if (json_object_object_get_ex(o, "in_flight", &sub) && sub)
-                r |= flight_from_json(sub, ri);
+                r |= flight_from_json(sub, ri, why, whylen);
         rec_set(&ri->revoke_token_id, NULL);
         ri->revoke_due = 0;
         if (json_object_object_get_ex(o, "revocation", &sub) && sub) {
@@ -389,11 +407,11 @@ static int read_file(const char *path, char **ret, size_t *ret_len)
         return 0;
 }
 
-static int apply_entry(struct records *r, const char *name, struct json_object *o)
+static int apply_entry(struct records *r, const char *name, struct json_object *o, char *why, size_t whylen)
 {
         struct rec_integration *ri = records_get(r, name);
 
-        return ri ? entry_from_json(o, ri) : -ENOMEM;
+        return ri ? entry_from_json(o, ri, why, whylen) : -ENOMEM;
 }
 
 /* ---- state.json, one entry at a time ----
@@ -518,6 +536,7 @@ struct snapshot_load {
         struct records *r;
         struct json_tokener *tok;
         const char *bad;                /* the entry that did not load */
+        char why[96];                   /* what is wrong with it, when known */
         bool seen;                      /* "integrations" was there */
 };
 
@@ -525,7 +544,7 @@ static int load_entry(void *u, const char *name, const char *v, const char *vend
 {
         struct snapshot_load *l = u;
         struct json_object *o = parse_slice(l->tok, v, vend);
-        int rc = o ? apply_entry(l->r, name, o) : -EBADMSG;
+        int rc = o ? apply_entry(l->r, name, o, l->why, sizeof(l->why)) : -EBADMSG;
 
         json_object_put(o);
         if (rc < 0 && !l->bad)
@@ -577,7 +596,8 @@ static int load_snapshot(struct records *r, char *err, size_t errlen)
         if (rc == -ENOMEM) {
                 snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
         } else if (rc < 0 && l.bad) {
-                snprintf(err, errlen, "%s: integration \"%s\": bad entry", path, l.bad);
+                snprintf(err, errlen, "%s: integration \"%s\": bad entry%s%s%s", path, l.bad,
+                         l.why[0] ? " (" : "", l.why, l.why[0] ? ")" : "");
         } else if (rc < 0 || !l.seen || skip_ws(end, buf + len) != buf + len) {
                 snprintf(err, errlen, "%s: not a patrol state file (bad JSON)", path);
                 rc = -EBADMSG;
@@ -591,52 +611,91 @@ out:
         return rc;
 }
 
-/* Journal lines are {"integration":NAME,"entry":{...}}.  Replay stops at
- * the first line that does not parse: only the last can be torn. */
-static int load_journal(struct records *r)
+/* One journal line, {"integration":NAME,"entry":{...}}, applied.  On
+ * -EBADMSG, why says what is wrong and *ret_unparsable whether the line is
+ * not even JSON (what a crash mid-append leaves). */
+static int apply_journal_line(struct records *r, const char *line, size_t len, bool *ret_unparsable,
+                              char *why, size_t whylen)
 {
-        char *path = path_in(r, "state.journal"), *buf = NULL, *line;
-        size_t cap = 0;
+        struct json_object *o = json_parse(line, len), *e;
+        const char *name;
+        char detail[96] = "";
+        int rc = -EBADMSG;
+
+        *ret_unparsable = !o;
+        if (!o || json_get_str(o, "integration", &name, NULL, 0) < 0 ||
+            json_get_obj(o, "entry", &e, NULL, 0) < 0) {
+                snprintf(why, whylen, "not a journal line (bad JSON, or no \"integration\" and \"entry\")");
+                goto out;
+        }
+        rc = apply_entry(r, name, e, detail, sizeof(detail));
+        if (rc == -EBADMSG)
+                snprintf(why, whylen, "integration \"%.64s\": bad entry%s%s%s", name,
+                         detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
+out:
+        json_object_put(o);
+        return rc;
+}
+
+static bool at_end(FILE *f)
+{
+        int c = getc(f);
+
+        if (c == EOF)
+                return true;
+        ungetc(c, f);
+        return false;
+}
+
+/* Only the last line can be torn: a crash mid-append, and every open folds
+ * the journal away.  So a last line that is not JSON is ignored, and any
+ * other bad line refuses the records: skipping it, or stopping there, would
+ * lose the lines after it for good (the open folds what it loaded into the
+ * snapshot), a rotation in flight among them. */
+static int load_journal(struct records *r, char *err, size_t errlen)
+{
+        char *path = path_in(r, "state.journal"), *buf = NULL, why[256];
+        size_t cap = 0, lineno = 0;
+        bool unparsable;
         ssize_t len;
-        FILE *f;
+        FILE *f = NULL;
         int rc = 0;
 
         if (!path)
                 return -ENOMEM;
-        /* A line at a time: after a crash mid-run the journal can hold
-         * several lines per integration. */
         f = fopen(path, "re");
         if (!f) {
-                rc = errno == ENOENT ? 0 : -errno;
-                free(path);
-                return rc;
+                if (errno != ENOENT)
+                        rc = -errno;
+                goto out;
         }
+        /* A line at a time: after a crash mid-run the journal can hold
+         * several lines per integration. */
         while ((len = getline(&buf, &cap, f)) >= 0) {
-                struct json_object *o, *e;
-                const char *name;
-
-                line = buf;
-                while (len > 0 && line[len - 1] == '\n')
-                        line[--len] = '\0';
+                lineno++;
+                while (len > 0 && buf[len - 1] == '\n')
+                        buf[--len] = '\0';
                 if (len == 0)
                         continue;
-                o = json_parse(line, (size_t)len);
-                if (!o || json_get_str(o, "integration", &name, NULL, 0) < 0 ||
-                    json_get_obj(o, "entry", &e, NULL, 0) < 0) {
-                        if (o)
-                                json_object_put(o);
-                        log_warning(NULL, "%s: ignoring a torn journal line", path);
+                rc = apply_journal_line(r, buf, (size_t)len, &unparsable, why, sizeof(why));
+                if (rc == -EBADMSG && unparsable && at_end(f)) {
+                        log_warning(NULL, "%s:%zu: ignoring a torn last line", path, lineno);
+                        rc = 0;
                         break;
                 }
-                rc = apply_entry(r, name, e);
-                json_object_put(o);
+                if (rc == -EBADMSG)
+                        snprintf(err, errlen, "%s:%zu: %s", path, lineno, why);
                 if (rc < 0)
-                        break;
+                        goto out;
                 r->journal_lines++;
         }
-        if (rc == 0 && ferror(f))
+        if (ferror(f))
                 rc = -EIO;
-        fclose(f);
+out:
+        if (rc < 0 && rc != -EBADMSG)
+                snprintf(err, errlen, "%s: %s", path, strerror(-rc));
+        if (f)
+                fclose(f);
         free(buf);
         free(path);
         return rc;
@@ -1070,19 +1129,16 @@ int records_open(const char *state_dir, bool readonly, struct records **ret, cha
                 rc = take_lock(r, err, errlen);
         if (rc == 0)
                 rc = load_snapshot(r, err, errlen);
-        if (rc == 0) {
-                rc = load_journal(r);
-                if (rc < 0)
-                        snprintf(err, errlen, "%s/state.journal: %s", state_dir, strerror(-rc));
-        }
+        if (rc == 0)
+                rc = load_journal(r, err, errlen);
         if (rc == 0 && !readonly)
                 rc = open_journal(r, err, errlen);
         if (rc == 0 && !readonly)
                 rc = end_torn_audit_line(r, err, errlen);
         /* Start from a clean snapshot so the journal only holds this run.
          * Even a journal with no whole line is folded away: a torn tail left
-         * there would glue itself to the next line appended, and loading
-         * stops at the first line it cannot read. */
+         * there would glue itself to the next line appended, and a bad line
+         * that is not the last is refused at the next load. */
         if (rc == 0 && !readonly && journal_has_bytes(r)) {
                 rc = records_compact(r);
                 if (rc < 0)

@@ -186,6 +186,23 @@ static const struct bad bad_cases[] = {
           INTEG(SCOPES SECRET "  format = \"raw\"; #<\n"), "format \"raw\" needs Vault kv_version 2", false },
         { "unknown format", BASE INTEG(SCOPES SECRET "  format = \"jsn\"; #<\n"),
           "format: unknown format \"jsn\" (json or raw); did you mean \"json\"?", false },
+        /* one secret, two integrations: each would revoke the other's token */
+        { "two integrations, one vault secret", BASE "integrations = (\n"
+          "  { name = \"a\"; account = \"svc\"; store = \"vault\";\n" SCOPES SECRET "  },\n"
+          "  { name = \"b\"; account = \"svc\"; store = \"vault\";\n" SCOPES
+          "    secret = \"onplana/i1\"; #<\n  }\n);\n",
+          "integration \"b\": store \"vault\" secret \"onplana/i1\" is already integration \"a\"'s (line 6)", false },
+        { "two integrations, one azure secret in other case", ACCT STORES(AZURE) "integrations = (\n"
+          "  { name = \"a\"; account = \"svc\"; store = \"azure\"; secret = \"onplana-x\";\n" SCOPES "  },\n"
+          "  { name = \"b\"; account = \"svc\"; store = \"azure\";\n" SCOPES
+          "    secret = \"OnPlana-X\"; #<\n  }\n);\n",
+          "store \"azure\" secret \"OnPlana-X\" is already integration \"a\"'s", false },
+        { "third integration, one aws secret", ACCT STORES(AWS) "integrations = (\n"
+          "  { name = \"a\"; account = \"svc\"; store = \"aws\"; secret = \"x\";\n" SCOPES "  },\n"
+          "  { name = \"b\"; account = \"svc\"; store = \"aws\"; secret = \"y\";\n" SCOPES "  },\n"
+          "  { name = \"c\"; account = \"svc\"; store = \"aws\";\n" SCOPES
+          "    secret = \"x\"; #<\n  }\n);\n",
+          "integration \"c\": store \"aws\" secret \"x\" is already integration \"a\"'s", false },
         /* secret names */
         { "azure name with a slash", ACCT STORES(AZURE) INTEG_S("azure", SCOPES "  secret = \"onplana/i1\"; #<\n"),
           "secret \"onplana/i1\": Azure Key Vault names are 1-127 of 0-9 a-z A-Z -", false },
@@ -608,6 +625,13 @@ static const struct good {
         { "good vault secret_id inline", VAULT_AUTH("  auth = { method = \"approle\"; role_id = \"r\"; secret_id = \"s\"; };\n") },
         { "good max_parallel 1", "max_parallel = 1;\n" },
         { "good on_rotate one element", BASE INTEG(SCOPES SECRET "  on_rotate = [ \"/usr/bin/true\" ];\n") },
+        { "good one secret name in two stores", ACCT STORES(VAULT "  ,{ name = \"vault2\"; type = \"vault\"; "
+          "url = \"https://vault.example:8200\"; mount = \"kv\"; auth = { method = \"token\"; token = \"t\"; }; }\n")
+          "integrations = (\n  { name = \"a\"; account = \"svc\"; store = \"vault\";\n" SCOPES SECRET "  },\n"
+          "  { name = \"b\"; account = \"svc\"; store = \"vault2\";\n" SCOPES SECRET "  }\n);\n" },
+        { "good vault secrets differing in case", BASE "integrations = (\n"
+          "  { name = \"a\"; account = \"svc\"; store = \"vault\"; secret = \"onplana/x\";\n" SCOPES "  },\n"
+          "  { name = \"b\"; account = \"svc\"; store = \"vault\"; secret = \"onplana/X\";\n" SCOPES "  }\n);\n" },
         { "good config order", INTEG(SCOPES SECRET) STORES(VAULT) ACCT "policy = { ttl = \"20d\"; };\n" },
 };
 #define N_GOOD (sizeof(good_cases) / sizeof(good_cases[0]))
@@ -801,6 +825,59 @@ static void test_unreadable_file(void **state)
         free(path);
 }
 
+/* One error line, starting with want (then -EINVAL). */
+static void expect_one_error(const char *path, const char *want)
+{
+        struct config *c = NULL;
+        int r;
+
+        capture_start(&cap);
+        r = config_load(path, false, &c);
+        if (r != -EINVAL || capture_count(&cap, LOG_ERR) != 1 || strncmp(cap.msg[0], want, strlen(want)) != 0) {
+                capture_dump(&cap);
+                fail_msg("config_load(%s) = %d; want -EINVAL and one line \"%s\"", path, r, want);
+        }
+        assert_null(c);
+        capture_stop(&cap);
+}
+
+/* A folder, as the configuration or through @include, made libconfig's flex
+ * scanner exit(2) ("input in flex scanner failed"), on a SIGHUP too. */
+static void test_not_a_regular_file(void **state)
+{
+        char *outer, *inner, *want = NULL, *text = NULL;
+        struct config *c;
+
+        assert_int_equal(mkdir("inc.d", 0700), 0);
+        assert_true(asprintf(&want, "%s: not a regular file", dir) > 0);
+        expect_one_error(dir, want);
+        free(want);
+        /* relative to the working folder, as libconfig opens it */
+        outer = write_conf("outer.conf", "max_parallel = 2;\n@include \"inc.d\"\n", 0600);
+        assert_true(asprintf(&want, "%s:2: @include \"inc.d\": not a regular file", outer) > 0);
+        expect_one_error(outer, want);
+        free(want);
+        free(outer);
+        /* nested, blamed on the file and line that names it */
+        inner = write_conf("inner.conf", "# inner\nstate_dir = \"/x\";\n  @include   \"/dev/null/..\"\n"
+                           "@include \"inc.d\"\n", 0600);
+        assert_true(asprintf(&text, "@include \"%s\"\nmax_parallel = 2;\n", inner) > 0);
+        outer = write_conf("outer.conf", text, 0600);
+        assert_true(asprintf(&want, "%s:4: @include \"inc.d\": not a regular file", inner) > 0);
+        expect_one_error(outer, want);
+        free(want);
+        free(outer);
+        free(text);
+        /* regular files still include, and a commented one is not read */
+        free(write_conf("inner.conf", "state_dir = \"/x\";\n", 0600));
+        c = load_good("outer.conf", "# @include \"inc.d\"\n@include \"inner.conf\"\nmax_parallel = 2;\n", false);
+        assert_string_equal(c->state_dir, "/x");
+        assert_int_equal(c->max_parallel, 2);
+        config_free(c);
+        free(inner);
+        assert_int_equal(rmdir("inc.d"), 0);
+}
+
 /* ---- helpers exported by config.c ---- */
 
 static void test_suggest(void **state)
@@ -921,6 +998,7 @@ static const struct CMUnitTest fixed_tests[] = {
         cmocka_unit_test(test_shared_inline_secret_warns),
         cmocka_unit_test(test_relative_path),
         cmocka_unit_test(test_unreadable_file),
+        cmocka_unit_test(test_not_a_regular_file),
         cmocka_unit_test(test_suggest),
         cmocka_unit_test(test_url_allowed),
         cmocka_unit_test(test_example),

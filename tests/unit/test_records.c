@@ -81,8 +81,106 @@ static void test_torn_journal_line_is_ignored(void **state)
         free(dir);
 }
 
+/* Whole lines before a torn last one still load. */
+static void test_lines_before_a_torn_last_line_load(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *r = NULL;
+
+        (void)state;
+        write_text(dir, "state.journal",
+                   "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_A\"}}\n"
+                   "{\"integration\":\"b\",\"entry\":{\"in_flight\":{\"step\":\"created\","
+                   "\"new_token_id\":\"pat_NEW\"}}}\n"
+                   "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_TO");    /* torn */
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), 0);
+        assert_string_equal(records_find(r, "a")->token_id, "pat_A");
+        assert_int_equal(records_find(r, "b")->step, STEP_CREATED);
+        records_close(r);
+        free(dir);
+}
+
+/* Only the LAST journal line can be torn (a crash mid-append; every open folds
+ * the journal away).  A bad line followed by whole ones is damage: silently
+ * dropping the lines after it loses a rotation in flight (a created token
+ * nobody revokes).  It is refused, file and line named, and nothing folded. */
+static void test_bad_middle_journal_line_does_not_drop_later_lines(void **state)
+{
+        char *dir = scratch(), err[256], *text;
+        struct records *r = NULL;
+        int rc;
+
+        (void)state;
+        write_text(dir, "state.journal",
+                   "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_A\"}}\n"
+                   "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_XX\n"
+                   "{\"integration\":\"b\",\"entry\":{\"token_id\":\"pat_B\","
+                   "\"in_flight\":{\"step\":\"created\",\"new_token_id\":\"pat_NEW\"}}}\n");
+        rc = records_open(dir, false, &r, err, sizeof(err));
+        assert_int_equal(rc, -EBADMSG);
+        assert_non_null(strstr(err, "/state.journal:2: not a journal line"));
+        /* Refused before the fold: every line is still there for a person. */
+        text = read_text(path_of(dir, "state.journal"));
+        assert_non_null(strstr(text, "pat_NEW"));
+        free(text);
+        assert_int_equal(records_open(dir, true, &r, err, sizeof(err)), -EBADMSG);
+        free(dir);
+}
+
+/* Whole JSON with a step patrol does not know is no torn line, even last. */
+static void test_unknown_step_in_the_journal_is_refused(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *r = NULL;
+
+        (void)state;
+        write_text(dir, "state.journal",
+                   "{\"integration\":\"a\",\"entry\":{\"token_id\":\"pat_A\"}}\n"
+                   "{\"integration\":\"b\",\"entry\":{\"in_flight\":{\"step\":\"verifying\","
+                   "\"new_token_id\":\"pat_NEW\"}}}\n");
+        assert_int_equal(records_open(dir, false, &r, err, sizeof(err)), -EBADMSG);
+        assert_non_null(strstr(err, "/state.journal:2: integration \"b\": bad entry (unknown step \"verifying\")"));
+        free(dir);
+}
+
+/* The same for a last_result, and an in_flight without any step. */
+static void test_unknown_result_and_missing_step_are_refused(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *r = NULL;
+
+        (void)state;
+        write_text(dir, "state.json", "{\"version\":1,\"integrations\":{\"a\":{\"last_result\":\"rotatd\"}}}");
+        assert_int_equal(records_open(dir, true, &r, err, sizeof(err)), -EBADMSG);
+        assert_non_null(strstr(err, "/state.json: integration \"a\": bad entry (unknown last_result \"rotatd\")"));
+        write_text(dir, "state.json", "{\"version\":1,\"integrations\":{\"a\":{\"in_flight\":"
+                   "{\"new_token_id\":\"pat_NEW\"}}}}");
+        assert_int_equal(records_open(dir, true, &r, err, sizeof(err)), -EBADMSG);
+        assert_non_null(strstr(err, "integration \"a\": bad entry (in_flight without a step)"));
+        free(dir);
+}
+
+/* A step name patrol does not know (a newer patrol's, a typo, damage) must not
+ * load as "no rotation in flight": the created token it names would never be
+ * revoked.  Refused with the file and entry named, like a wrong type is. */
+static void test_unknown_step_is_not_read_as_idle(void **state)
+{
+        char *dir = scratch(), err[256];
+        struct records *r = NULL;
+        int rc;
+
+        (void)state;
+        write_text(dir, "state.json",
+                   "{\"version\":1,\"integrations\":{\"a\":{\"token_id\":\"pat_A\","
+                   "\"in_flight\":{\"step\":\"verifying\",\"new_token_id\":\"pat_NEW\"}}}}");
+        rc = records_open(dir, true, &r, err, sizeof(err));
+        assert_int_equal(rc, -EBADMSG);
+        assert_non_null(strstr(err, "/state.json: integration \"a\": bad entry (unknown step \"verifying\")"));
+        free(dir);
+}
+
 /* A crash mid-write left only a torn line; the steps recorded after it
- * must not be glued to it (loading stops at the first unreadable line). */
+ * must not be glued to it (a bad line that is not the last is refused). */
 static void test_steps_after_a_torn_tail_survive(void **state)
 {
         char *dir = scratch(), err[256];
@@ -255,6 +353,11 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_steps_survive_reopen),
                 cmocka_unit_test(test_torn_journal_line_is_ignored),
+                cmocka_unit_test(test_lines_before_a_torn_last_line_load),
+                cmocka_unit_test(test_unknown_step_is_not_read_as_idle),
+                cmocka_unit_test(test_bad_middle_journal_line_does_not_drop_later_lines),
+                cmocka_unit_test(test_unknown_step_in_the_journal_is_refused),
+                cmocka_unit_test(test_unknown_result_and_missing_step_are_refused),
                 cmocka_unit_test(test_steps_after_a_torn_tail_survive),
                 cmocka_unit_test(test_audit_event_after_a_torn_line_is_whole),
                 cmocka_unit_test(test_snapshot_layouts),
