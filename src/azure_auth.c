@@ -383,7 +383,7 @@ static int token_accept(struct azure_auth *a, const struct http_response *resp, 
                 set_err(err, errlen, "token (%s): unexpected answer: no access_token", source_name(a->src));
                 goto out;
         }
-        life = lifetime_of(o);
+        life = lifetime_clamp(lifetime_of(o));
         if (life <= 0) {
                 set_err(err, errlen, "token (%s): unexpected answer: no usable expires_in/expires_on",
                         source_name(a->src));

@@ -21,6 +21,15 @@ void time_format_rfc3339(int64_t t, char *buf, size_t size);
  * `now`, clamped to [0, 86400].  Returns 0 or -EINVAL. */
 int retry_after_parse(const char *s, int64_t now, int64_t *ret);
 
+/* A lifetime a server announced (a session's expires_in, a lease), bounded
+ * to [0, LIFETIME_MAX_S] seconds: an absurd one must not overflow the
+ * millisecond arithmetic of the timers that follow it. */
+#define LIFETIME_MAX_S  (400LL * 86400)
+static inline int64_t lifetime_clamp(int64_t secs)
+{
+        return secs < 0 ? 0 : secs > LIFETIME_MAX_S ? LIFETIME_MAX_S : secs;
+}
+
 /* The one wall clock: tests move it with $PATROL_FAKE_NOW_OFFSET (seconds
  * added to the real time) in builds and runs that need it. */
 int64_t now_wall(void);

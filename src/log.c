@@ -100,6 +100,13 @@ static void write_journal(int level, enum log_event ev, const char *integration,
         (void)libsystemd_journal(level, msg, id, integration);
 }
 
+void text_one_line(char *s)
+{
+        for (; s && *s; s++)
+                if ((unsigned char)*s < 0x20 || *s == 0x7f)
+                        *s = '?';
+}
+
 void log_event(int level, enum log_event ev, const char *integration, const char *fmt, ...)
 {
         char msg[2048];
@@ -110,6 +117,8 @@ void log_event(int level, enum log_event ev, const char *integration, const char
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
+        /* Messages quote servers' error text: one line, no terminal escapes. */
+        text_one_line(msg);
 
         if (capture_fn) {
                 capture_fn(level, integration, msg, capture_data);

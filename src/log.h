@@ -21,7 +21,13 @@ enum log_event {
         LOG_EV_STOPPED,
 };
 
-/* Log one line.  `integration` may be NULL.  Never pass a secret. */
+/* Make text that came from outside (a server's error message, a token name)
+ * safe to print as one line: control characters (a newline, the escape of a
+ * terminal sequence) become '?'.  In place. */
+void text_one_line(char *s);
+
+/* Log one line (text_one_line applies).  `integration` may be NULL.  Never
+ * pass a secret. */
 void log_event(int level, enum log_event ev, const char *integration, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 

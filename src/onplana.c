@@ -220,7 +220,7 @@ static int session_login(struct onplana *o, struct session *s, char *err, size_t
         secret_free(s->access_token);
         s->access_token = secret_dup(tok);
         explicit_bzero((char *)tok, strlen(tok));
-        s->expires_mono_ms = now_mono_ms() + (expires_in - SESSION_MARGIN_S) * 1000;
+        s->expires_mono_ms = now_mono_ms() + (lifetime_clamp(expires_in) - SESSION_MARGIN_S) * 1000;
         s->generation++;
         r = s->access_token ? 0 : -ENOMEM;
 out:

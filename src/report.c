@@ -437,9 +437,7 @@ static char *cell_dup(const char *s)
 {
         char *d = strdup(s && *s ? s : "-");
 
-        for (char *p = d; p && *p; p++)
-                if ((unsigned char)*p < 0x20 || *p == 0x7f)
-                        *p = '?';
+        text_one_line(d);
         return d;
 }
 

@@ -145,6 +145,7 @@ static void fail(struct flight *f, enum rotate_outcome o, const char *fmt, ...)
         vsnprintf(f->res->error, sizeof(f->res->error), fmt, ap);
         va_end(ap);
         secret_redact(f->res->error, f->token);         /* a last net: errors are logged and kept */
+        text_one_line(f->res->error);   /* it quotes servers; printed, logged and recorded as one line */
 }
 
 /* For clean-up failures: keep the first error of this run, which explains

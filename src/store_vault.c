@@ -362,7 +362,7 @@ static int login_accept(struct vault *v, const struct http_response *resp, const
                 r = -ENOMEM;
                 goto out;
         }
-        lease_ms = lease > 0 ? lease * 1000 : 0;
+        lease_ms = lifetime_clamp(lease) * 1000;
         v->renew_at_ms = lease_ms ? now_mono_ms() + lease_ms -
                 (lease_ms / 10 < RENEW_MARGIN_MAX_MS ? lease_ms / 10 : RENEW_MARGIN_MAX_MS) : 0;
         r = 0;

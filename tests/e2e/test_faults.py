@@ -385,3 +385,37 @@ def test_create_answer_with_past_or_missing_expiry_is_refused(make_env, no_leaks
     assert env.onplana.token(seeded["id"])["state"] == "revoked"
     env.settle()
     leaks(no_leaks, env)
+
+
+# ------------------------------------------------------------------ what servers say, as patrol repeats it
+
+def test_server_error_text_stays_one_line(make_env, no_leaks):
+    """A server's error message with a newline and a terminal escape: patrol's error
+    stays one line everywhere it goes (output, log, records) and no escape reaches the
+    operator's terminal; a forged log line cannot be slipped in."""
+    env = make_env()
+    env.onplana.faults(dict(method="POST", path=r"/api/v1/tokens", action="status", status=400,
+                            times=-1, body={"error": {"code": "invalid_scope",
+                                                      "message": "no\npatrol: info: all good\x1b[2J"}}))
+    r = env.patrol.run("--rotate-now")
+    assert r.rc == 1, r
+    assert "\x1b" not in r.stdout + r.stderr, r
+    assert not any(ln.startswith("patrol: info: all good") for ln in (r.stdout + r.stderr).splitlines()), r
+    assert "invalid_scope: no?patrol: info: all good?[2J" in env.error_line(r), r
+    entry, audit = env.records_now()
+    assert "\n" not in entry["last_error"] and "\x1b" not in entry["last_error"], entry
+    assert not any("\x1b" in (e.get("error") or "") for e in audit), audit
+    env.settle()
+    leaks(no_leaks, env)
+
+
+@pytest.mark.parametrize("expires_in", [2**63 - 1, 10**17])
+def test_absurd_session_lifetime_is_bounded(make_env, no_leaks, expires_in):
+    """POST /oauth/token answers an absurd expires_in: patrol's timer arithmetic must not
+    overflow (undefined behaviour, which the sanitizer build turns into a crash)."""
+    env = make_env()
+    env.onplana.configure(session_expires_in=expires_in)
+    r = env.patrol.run("--rotate-now")
+    assert_rotated(env, r)
+    assert "runtime error" not in r.stderr, r.stderr
+    leaks(no_leaks, env)
