@@ -862,6 +862,7 @@ static int recover_stored(struct flight *f, int64_t now)
         if (r != -EACCES && r != -EPERM && r != -ESTALE)
                 return r;
         snprintf(why, sizeof(why), "%s", f->res->error);
+        f->token = secret_free(f->token);      /* a fresh rotation makes its own */
         if (r == -ESTALE && !f->sh->ops->stages)
                 undo_stale(f, now, "the store holds another token");      /* one without patrol's metadata */
         else if (f->sh->ops->stages)
