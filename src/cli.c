@@ -109,6 +109,22 @@ static int handle_option(struct cli *c, int opt, char **argv)
         }
 }
 
+/* A name given twice is one: two workers rotating one integration at once
+ * race on its store and its records, and one of them leaves a live token
+ * nowhere.  First mention kept; quadratic, but these are typed names. */
+static size_t unique_names(char **names, size_t n)
+{
+        size_t i, j, k = 0;
+
+        for (i = 0; i < n; i++) {
+                for (j = 0; j < k && strcmp(names[j], names[i]) != 0; j++)
+                        ;
+                if (j == k)
+                        names[k++] = names[i];
+        }
+        return k;
+}
+
 int cli_parse(int argc, char **argv, struct cli *ret)
 {
         struct cli c = { .action = ACT_DAEMON };
@@ -126,7 +142,7 @@ int cli_parse(int argc, char **argv, struct cli *ret)
                         return r;
         }
         c.names = argv + optind;
-        c.n_names = (size_t)(argc - optind);
+        c.n_names = unique_names(c.names, (size_t)(argc - optind));
         if (!c.config_path)
                 c.config_path = secure_getenv("PATROL_CONFIG");
         if (!c.config_path || !*c.config_path)

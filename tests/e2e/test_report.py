@@ -248,6 +248,22 @@ def test_named_accounts_only(env):
     assert [t["name"] for t in r.json()["accounts"][0]["tokens"]] == ["ops-wild"]
 
 
+def test_a_name_given_twice_counts_once(env, no_leaks):
+    """`--rotate-now ci-reader ci-reader` (a generated list): one rotation, not two at once
+    racing on the store's check-and-set, the loser leaving a live token nowhere; and
+    `--report svc svc` lists the account once."""
+    env.configure([env.integration()])
+    env.rotate()
+    r = env.patrol.run("--rotate-now", "--json", "ci-reader", "ci-reader")
+    assert r.rc == 0, r
+    assert [x["result"] for x in r.json()["results"]] == ["rotated"], r.stdout
+    active = [t["id"] for t in env.onplana.ctl("GET", "/_test/tokens")["tokens"] if t["state"] == "active"]
+    assert active == [current_id(env)], (active, r.stdout)
+    r = env.report("svc", "svc", rc=0)
+    assert [a["name"] for a in r.json()["accounts"]] == ["svc"]
+    no_leaks(secrets=env.secrets())
+
+
 def test_stray_only_for_this_accounts_integrations(env):
     env.add_account("ops", "cli_ops")
     env.configure([env.integration()])
