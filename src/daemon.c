@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "config.h"
 #include "duration.h"
+#include "hook.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -141,7 +142,7 @@ static void publish(struct daemon *d)
                 time_format_rfc3339(next, when, sizeof(when));
         notify_status("%zu integrations; next rotation: %s at %s; %zu failing", d->cfg->n_integrations,
                       next_name ? next_name : "none", next_name ? when : "-", failing);
-        if (metrics_write(d->cfg, d->rec, d->counters) < 0)
+        if (metrics_write(d->cfg, d->rec, d->counters, true) < 0)
                 log_warning(NULL, "metrics_file %s: cannot write: %s", d->cfg->metrics_file, strerror(errno));
 }
 
@@ -326,6 +327,7 @@ static int start(struct daemon *d, const char *config_path)
                 return EXIT_FAILED;
         }
         http_set_stop_flag(&stop_requested);
+        hook_set_stop_flag(&stop_requested);
         d->watchdog_ms = notify_watchdog_interval_ms();
         return 0;
 }
@@ -349,6 +351,8 @@ static void recover_all(struct daemon *d)
 static void stop(struct daemon *d)
 {
         notify_stopping();
+        if (d->cfg && d->rec && d->counters && metrics_write(d->cfg, d->rec, d->counters, false) < 0)
+                log_warning(NULL, "metrics_file %s: cannot write: %s", d->cfg->metrics_file, strerror(errno));
         records_close(d->rec);
         free(d->counters);
         config_free(d->cfg);
@@ -357,6 +361,7 @@ static void stop(struct daemon *d)
         if (d->tfd >= 0)
                 close(d->tfd);
         http_set_stop_flag(NULL);
+        hook_set_stop_flag(NULL);
 }
 
 int daemon_run(const char *config_path)

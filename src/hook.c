@@ -15,6 +15,21 @@
 #include "duration.h"
 #include "log.h"
 
+#define HOOK_POLL_MS     100     /* how soon the hook's exit or a stop is noticed */
+#define HOOK_TERM_WAIT_MS 2000   /* SIGTERM to SIGKILL */
+
+static const atomic_int *stop_flag;
+
+void hook_set_stop_flag(const atomic_int *flag)
+{
+        stop_flag = flag;
+}
+
+static bool stopping(void)
+{
+        return stop_flag && atomic_load(stop_flag);
+}
+
 static void child_exec(const struct cfg_integration *in, const char *token_id, int out_fd)
 {
         char e_int[256], e_tok[256], e_sec[1100];
@@ -36,6 +51,8 @@ static void child_exec(const struct cfg_integration *in, const char *token_id, i
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
+        /* Its own group: a timeout or a stop kills what it started too. */
+        setpgid(0, 0);
         execve(in->on_rotate[0], in->on_rotate, envp);
         _exit(127);
 }
@@ -53,40 +70,74 @@ static void log_output(const char *integration, char *buf, size_t *len, bool flu
         }
 }
 
-/* Read the child's output until it closes or the deadline passes. */
-static bool drain(const char *integration, int fd, int64_t deadline_ms)
+enum hook_end { HOOK_EXITED, HOOK_TIMED_OUT, HOOK_STOPPED };
+
+/* Read what the pipe holds now, without waiting; false once it is closed. */
+static bool read_ready(const char *integration, int fd, char *buf, size_t size, size_t *len)
+{
+        for (;;) {
+                ssize_t n = read(fd, buf + *len, size - 1 - *len);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 && errno == EAGAIN;
+                *len += (size_t)n;
+                if (*len == size - 1)
+                        buf[(*len)++] = '\n';
+                log_output(integration, buf, len, false);
+        }
+}
+
+/* Log the hook's output until it exits (*status), the deadline passes or
+ * patrol is asked to stop.  Its exit, not the pipe closing, ends the wait:
+ * a command it left running in the background may hold the pipe for ever. */
+static enum hook_end wait_hook(const char *integration, int fd, pid_t pid, int *status, int64_t deadline_ms)
 {
         char buf[4096];
         size_t len = 0;
+        bool open = true;
+        enum hook_end end;
 
         for (;;) {
                 int64_t left = deadline_ms - now_mono_ms();
                 struct pollfd p = { .fd = fd, .events = POLLIN };
-                ssize_t n;
 
-                if (left <= 0)
-                        return false;
-                if (poll(&p, 1, (int)(left > 1000 ? 1000 : left)) <= 0)
-                        continue;
-                n = read(fd, buf + len, sizeof(buf) - 1 - len);
-                if (n <= 0 && !(n < 0 && errno == EINTR)) {
-                        log_output(integration, buf, &len, true);
-                        return true;
+                if (waitpid(pid, status, WNOHANG) == pid) {
+                        end = HOOK_EXITED;
+                        break;
                 }
-                if (n > 0)
-                        len += (size_t)n;
-                if (len == sizeof(buf) - 1) {
-                        buf[len++] = '\n';
+                if (left <= 0 || stopping()) {
+                        end = left <= 0 ? HOOK_TIMED_OUT : HOOK_STOPPED;
+                        break;
                 }
-                log_output(integration, buf, &len, false);
+                if (poll(open ? &p : NULL, open ? 1 : 0, (int)(left > HOOK_POLL_MS ? HOOK_POLL_MS : left)) > 0)
+                        open = read_ready(integration, fd, buf, sizeof(buf), &len);
         }
+        if (open)
+                (void)read_ready(integration, fd, buf, sizeof(buf), &len);
+        log_output(integration, buf, &len, true);
+        return end;
+}
+
+/* SIGTERM to the hook's group, SIGKILL if it is still there after a while. */
+static void kill_hook(pid_t pid, int *status)
+{
+        int64_t until = now_mono_ms() + HOOK_TERM_WAIT_MS;
+
+        kill(-pid, SIGTERM);
+        while (waitpid(pid, status, WNOHANG) == 0 && now_mono_ms() < until)
+                poll(NULL, 0, 20);
+        kill(-pid, SIGKILL);
+        while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+                ;
 }
 
 int hook_run(const struct cfg_integration *in, const char *token_id, int timeout_s,
              char *err, size_t errlen)
 {
         int pipefd[2], status = 0;
-        bool finished;
+        enum hook_end end;
         pid_t pid;
 
         if (pipe2(pipefd, O_CLOEXEC) < 0) {
@@ -102,14 +153,17 @@ int hook_run(const struct cfg_integration *in, const char *token_id, int timeout
         }
         if (pid == 0)
                 child_exec(in, token_id, pipefd[1]);
+        setpgid(pid, pid);      /* as the child does: whichever runs first */
         close(pipefd[1]);
-        finished = drain(in->name, pipefd[0], now_mono_ms() + (int64_t)timeout_s * 1000);
+        (void)fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+        end = wait_hook(in->name, pipefd[0], pid, &status, now_mono_ms() + (int64_t)timeout_s * 1000);
         close(pipefd[0]);
-        if (!finished)
-                kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-                ;
-        if (!finished) {
+        if (end != HOOK_EXITED) {
+                kill_hook(pid, &status);
+                if (end == HOOK_STOPPED) {
+                        snprintf(err, errlen, "on_rotate %s: interrupted: patrol is stopping", in->on_rotate[0]);
+                        return -ECANCELED;
+                }
                 snprintf(err, errlen, "on_rotate %s: killed after %d s", in->on_rotate[0], timeout_s);
                 return -EIO;
         }

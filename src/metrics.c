@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "schedule.h"
+
 static void help(FILE *f, const char *name, const char *type, const char *text)
 {
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
@@ -27,7 +29,7 @@ static void gauge_rows(FILE *f, const struct config *cfg, struct records *rec, i
                 const char *metric = "";
                 switch (which) {
                 case 0: metric = "patrol_token_expiry_timestamp_seconds"; v = ri ? ri->expires_at : 0; break;
-                case 1: metric = "patrol_next_rotation_timestamp_seconds"; v = ri ? ri->next_rotation : 0; break;
+                case 1: metric = "patrol_next_rotation_timestamp_seconds"; v = schedule_next_rotation(in, ri); break;
                 default: metric = "patrol_last_success_timestamp_seconds"; v = ri ? ri->last_rotation : 0; break;
                 }
                 fprintf(f, "%s{integration=\"%s\",store=\"%s\"} %lld\n", metric, in->name,
@@ -46,10 +48,11 @@ static void counter_rows(FILE *f, const struct config *cfg, const struct metrics
                         (unsigned long long)(failures ? c[i].failures : c[i].rotations));
 }
 
-static void write_body(FILE *f, const struct config *cfg, struct records *rec, const struct metrics_counters *c)
+static void write_body(FILE *f, const struct config *cfg, struct records *rec, const struct metrics_counters *c,
+                       bool up)
 {
         help(f, "patrol_up", "gauge", "1 while the patrol daemon runs.");
-        fprintf(f, "patrol_up 1\n");
+        fprintf(f, "patrol_up %d\n", up ? 1 : 0);
         help(f, "patrol_token_expiry_timestamp_seconds", "gauge", "Expiry of the token in the store (0: none).");
         gauge_rows(f, cfg, rec, 0);
         help(f, "patrol_next_rotation_timestamp_seconds", "gauge", "When the next rotation is due.");
@@ -62,7 +65,7 @@ static void write_body(FILE *f, const struct config *cfg, struct records *rec, c
         counter_rows(f, cfg, c, true);
 }
 
-int metrics_write(const struct config *cfg, struct records *rec, const struct metrics_counters *c)
+int metrics_write(const struct config *cfg, struct records *rec, const struct metrics_counters *c, bool up)
 {
         char tmp[4096];
         FILE *f = NULL;
@@ -83,7 +86,7 @@ int metrics_write(const struct config *cfg, struct records *rec, const struct me
                 close(fd);
                 goto out;
         }
-        write_body(f, cfg, rec, c);
+        write_body(f, cfg, rec, c, up);
         if (fflush(f) != 0 || fsync(fileno(f)) < 0)
                 r = -errno;
         if (fclose(f) != 0 && r == 0)

@@ -13,5 +13,8 @@ struct metrics_counters {
 };
 
 /* Write cfg->metrics_file atomically (temporary file + rename); no-op when
- * unset.  counters: one per integration, in configuration order. */
-int metrics_write(const struct config *cfg, struct records *rec, const struct metrics_counters *counters);
+ * unset.  counters: one per integration, in configuration order.  up:
+ * patrol_up (false once, as the daemon stops: a file left saying 1 would
+ * keep an alert on patrol_up == 0 from ever firing). */
+int metrics_write(const struct config *cfg, struct records *rec, const struct metrics_counters *counters,
+                  bool up);

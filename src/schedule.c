@@ -65,13 +65,28 @@ int64_t schedule_splay(const struct cfg_integration *in)
         return (int64_t)(h % (uint64_t)(cap + 1));
 }
 
+/* Idle with a token and no failure: derived from the policy in force, so a
+ * renew_before changed by a reload counts. */
+static bool follows_policy(const struct rec_integration *ri)
+{
+        return ri->step == STEP_IDLE && ri->token_id && ri->failures == 0;
+}
+
+int64_t schedule_next_rotation(const struct cfg_integration *in, const struct rec_integration *ri)
+{
+        if (!ri)
+                return 0;
+        if (!follows_policy(ri))
+                return ri->next_rotation;
+        return ri->expires_at - in->policy->renew_before + schedule_splay(in);
+}
+
 int64_t schedule_rotation_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now)
 {
         /* After a failure next_rotation holds the backoff, even in flight. */
-        if (!ri || ri->step != STEP_IDLE || !ri->token_id || ri->failures > 0)
+        if (!ri || !follows_policy(ri))
                 return ri && ri->next_rotation > now ? ri->next_rotation : now;
-        /* Derived from the policy in force, so a changed renew_before counts. */
-        return ri->expires_at - in->policy->renew_before + schedule_splay(in);
+        return schedule_next_rotation(in, ri);
 }
 
 int64_t schedule_due(const struct cfg_integration *in, const struct rec_integration *ri, int64_t now)

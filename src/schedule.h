@@ -17,6 +17,11 @@ int64_t schedule_backoff(const struct policy *p, int failures, int64_t retry_aft
  * integration so a restart or a changed policy does not move it about. */
 int64_t schedule_splay(const struct cfg_integration *in);
 
+/* The next rotation as status and metrics show it (0: none recorded): the
+ * recorded time, except for an idle integration, whose follows the policy
+ * in force as the scheduler's does. */
+int64_t schedule_next_rotation(const struct cfg_integration *in, const struct rec_integration *ri);
+
 /* When the next rotation is due: at once for a rotation in flight or an
  * integration without a token; else next_rotation (or, before any was
  * recorded, expires_at - renew_before). */

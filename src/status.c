@@ -11,6 +11,7 @@
 #include "json.h"
 #include "log.h"
 #include "records.h"
+#include "schedule.h"
 
 static void fmt_time(int64_t t, char *buf, size_t size)
 {
@@ -65,7 +66,7 @@ static struct json_object *entry_json(const struct cfg_integration *in, const st
         json_object_object_add(o, "secret", json_object_new_string(in->secret));
         json_object_object_add(o, "token_id", str_json(ri ? ri->token_id : NULL));
         json_object_object_add(o, "expires_at", time_json(ri ? ri->expires_at : 0));
-        json_object_object_add(o, "next_rotation", time_json(ri ? ri->next_rotation : 0));
+        json_object_object_add(o, "next_rotation", time_json(schedule_next_rotation(in, ri)));
         json_object_object_add(o, "last_result",
                                json_object_new_string(last_result_name(ri ? ri->last_result : RESULT_NONE)));
         json_object_object_add(o, "last_rotation", time_json(ri ? ri->last_rotation : 0));
@@ -90,10 +91,11 @@ static void pending_text(const struct rec_integration *ri, char *buf, size_t siz
 static void print_row(const struct cfg_integration *in, const struct rec_integration *ri)
 {
         char exp[32], next[32], pend[192], where[300];
+        int64_t nx = schedule_next_rotation(in, ri);
 
         fmt_time(ri ? ri->expires_at : 0, exp, sizeof(exp));
-        fmt_time(ri ? ri->next_rotation : 0, next, sizeof(next));
-        if (!ri || !ri->next_rotation)
+        fmt_time(nx, next, sizeof(next));
+        if (!nx)
                 snprintf(next, sizeof(next), "now");
         pending_text(ri, pend, sizeof(pend));
         snprintf(where, sizeof(where), "%s:%s", in->store->name, in->secret);

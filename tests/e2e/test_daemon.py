@@ -346,3 +346,110 @@ def test_idle_daemon_does_not_wake_up(env, notify):
         assert after - before == 0, f"{after - before} wake-ups in 3 s"
     finally:
         assert d.stop() == 0
+
+
+# ------------------------------------------------------------------ stopping, hooks and what monitoring sees
+
+def test_sigterm_during_a_slow_on_rotate_hook_stops_within_10_s(env):
+    """SPEC §6: SIGTERM stops the daemon within 10 s, leaving records
+    consistent.  A hook that takes long (here 40 s; patrol allows 60) must
+    not hold the daemon up: it is stopped, and the rotation left at a step
+    the next start finishes (the hook runs again, the old token is revoked)."""
+    started = env.patrol.dir / "hook-started"
+    slow = env.patrol.dir / "hook-slow"
+    hook = env.patrol.write_file("hook.sh", f"#!/bin/sh\ntouch {started}\n"
+                                            f"if [ -e {slow} ]; then sleep 40; fi\nexit 0\n", mode=0o700)
+    env.configure([env.integration(on_rotate=[str(hook)])])
+    assert env.patrol.run("--rotate-now").rc == 0
+    old = store_token_id(env)
+    started.unlink()
+    slow.touch()
+    later = {"PATROL_FAKE_NOW_OFFSET": str(24 * 86400)}    # rotation due
+    d = env.patrol.spawn(env=later)
+    try:
+        assert d.wait_for(started.exists, timeout=15), d.stderr()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        try:
+            d.proc.wait(timeout=12)
+        except subprocess.TimeoutExpired:
+            pass
+        took = time.monotonic() - t0
+    finally:
+        rc = d.stop(timeout=60)
+    assert took < 10, f"SIGTERM during on_rotate took {took:.1f} s to stop the daemon\n{d.stderr()}"
+    assert rc == 0, d.stderr()
+    assert env.patrol.state() is not None
+    assert env.onplana.token(old)["state"] == "active"     # the hook never finished
+    slow.unlink()
+    d = env.patrol.spawn(env=later)
+    try:
+        assert d.wait_for(lambda: env.onplana.token(old)["state"] == "revoked", timeout=15), d.stderr()
+    finally:
+        assert d.stop() == 0
+
+
+def test_metrics_file_says_patrol_is_down_after_it_stops(env):
+    """patrol_up is "1 while the patrol daemon runs": once the daemon has
+    stopped on SIGTERM, the file the node exporter keeps serving must not
+    still claim patrol_up 1 (an alert on patrol_up == 0 could never fire)."""
+    metrics = env.patrol.dir / "patrol.prom"
+    env.configure([env.integration()], metrics_file=str(metrics))
+    d = env.patrol.spawn()
+    try:
+        assert d.wait_for(lambda: metrics.exists() and 'patrol_rotations_total{integration="ci-reader",'
+                          'store="vault"} 1' in metrics.read_text(), timeout=10), d.stderr()
+    finally:
+        assert d.stop() == 0, d.stderr()
+    if metrics.exists():
+        s = parse_prometheus(metrics.read_text())
+        assert s.get(("patrol_up", "")) == 0, metrics.read_text()
+
+
+def test_hook_that_exits_0_leaving_a_background_child_succeeds(env):
+    """on_rotate's result is its exit status.  A hook that starts something
+    in the background (a service restart script, `cmd &`) and exits 0 at
+    once must count as success at once, not wait for its descendants to
+    close the output pipe and then be reported "killed after 60 s"."""
+    pidfile = env.patrol.dir / "bg.pid"
+    hook = env.patrol.write_file("hook.sh", f"#!/bin/sh\nsleep 120 &\necho $! > {pidfile}\n"
+                                            f"echo started\nexit 0\n", mode=0o700)
+    env.configure([env.integration(on_rotate=[str(hook)])])
+    try:
+        r = env.patrol.run("--rotate-now", timeout=150)
+    finally:
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+    assert r.rc == 0, r
+    assert "killed after" not in r.stdout + r.stderr, r
+    assert r.duration < 30, f"{r.duration:.0f} s for a hook that exited at once"
+
+
+def test_metrics_next_rotation_follows_a_reloaded_renew_before(env):
+    """After SIGHUP changes renew_before, the daemon schedules by the new
+    policy (schedule.c), so the metrics file's next-rotation gauge (and
+    --status) must show that time, not the one computed under the old policy."""
+    metrics = env.patrol.dir / "patrol.prom"
+    lbl = 'integration="ci-reader",store="vault"'
+    env.configure([env.integration()], metrics_file=str(metrics))      # ttl 30d, renew_before 7d
+    d = env.patrol.spawn()
+    try:
+        assert d.wait_for(lambda: metrics.exists() and f'patrol_rotations_total{{{lbl}}} 1'
+                          in metrics.read_text(), timeout=10), d.stderr()
+        expiry = parse_prometheus(metrics.read_text())[("patrol_token_expiry_timestamp_seconds", lbl)]
+        env.configure([env.integration()], metrics_file=str(metrics),
+                      policy=dict(ttl="30d", renew_before="2d", retry_min="1s", retry_max="2s"))
+        d.send_signal(signal.SIGHUP)
+        assert d.wait_for(lambda: "reloaded" in d.stderr(), timeout=5), d.stderr()
+        time.sleep(0.5)
+        nxt = parse_prometheus(metrics.read_text())[("patrol_next_rotation_timestamp_seconds", lbl)]
+    finally:
+        assert d.stop() == 0, d.stderr()
+    # renew_before 2d, splay at most 3 % of it: due 2 days (less splay) before expiry
+    assert 2 * 86400 - 0.03 * 2 * 86400 <= expiry - nxt <= 2 * 86400, (expiry - nxt) / 86400
+    st = env.patrol.run("--status", "--json").json()["integrations"][0]
+    assert 2 * 86400 - 0.03 * 2 * 86400 <= expiry - harness.parse_rfc3339(st["next_rotation"]) <= 2 * 86400, st
