@@ -171,11 +171,25 @@ int secret_buf_take(struct secret_buf *b, char **ret)
 
 /* ---- error text ------------------------------------------------------- */
 
+/* Error text is cut to fit its buffer: a secret quoted at the end may be
+ * cut too, and its first bytes would pass the whole-secret match.  Text
+ * ending in 4 or more of them ends in the mask instead. */
+static void mask_cut_tail(char *text, const char *secret, size_t n)
+{
+        size_t len = strlen(text), k;
+
+        for (k = (len < n - 1 ? len : n - 1); k >= 4; k--)
+                if (memcmp(text + len - k, secret, k) == 0) {
+                        strcpy(text + len - k, "***");  /* k >= 4: never longer */
+                        return;
+                }
+}
+
 void secret_redact(char *text, const char *secret)
 {
         static const char mask[] = "***";
         size_t n = secret ? strlen(secret) : 0;
-        char *hit, *out;
+        char *hit, *out, *start = text;
 
         if (!text || n < 4)
                 return;
@@ -190,4 +204,5 @@ void secret_redact(char *text, const char *secret)
                 text = hit + n;
         }
         memmove(out, text, strlen(text) + 1);
+        mask_cut_tail(start, secret, n);
 }

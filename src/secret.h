@@ -40,6 +40,8 @@ void secret_buf_done(struct secret_buf *b);
 int secret_buf_take(struct secret_buf *b, char **ret);
 
 /* Replace, in place, every occurrence of secret in text with "***": for
- * error text a server built from the request it was sent.  Secrets shorter
- * than 4 bytes (or NULL) are left alone: they would mask ordinary words. */
+ * error text a server built from the request it was sent.  So does a tail
+ * of 4 or more of its first bytes (text cut to fit mid-secret).  Secrets
+ * shorter than 4 bytes (or NULL) are left alone: they would mask ordinary
+ * words. */
 void secret_redact(char *text, const char *secret);

@@ -180,6 +180,9 @@ static void test_secret_redact(void **state)
         redacted("a secret too short: abc", "abc", "a secret too short: abc");
         redacted("no secret at all", NULL, "no secret at all");
         redacted("", "s3cr3t", "");
+        /* Error text cut to fit in the middle of the secret. */
+        redacted("invalid client secret 's3cr3", "s3cr3t", "invalid client secret '***");
+        redacted("cut at s3c", "s3cr3t", "cut at s3c");
         secret_redact(NULL, "s3cr3t");
 }
 
