@@ -20,7 +20,6 @@
 #include "cli.h"
 #include "config.h"
 #include "duration.h"
-#include "hook.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -28,6 +27,7 @@
 #include "records.h"
 #include "rotate.h"
 #include "schedule.h"
+#include "stop.h"
 
 /* Checked by http.c between attempts and during transfers. */
 static atomic_int stop_requested;      /* set by the main thread, read by the workers */
@@ -326,8 +326,7 @@ static int start(struct daemon *d, const char *config_path)
                 log_error(NULL, "cannot set up the daemon: %s", strerror(errno));
                 return EXIT_FAILED;
         }
-        http_set_stop_flag(&stop_requested);
-        hook_set_stop_flag(&stop_requested);
+        stop_watch(&stop_requested);
         d->watchdog_ms = notify_watchdog_interval_ms();
         return 0;
 }
@@ -360,8 +359,7 @@ static void stop(struct daemon *d)
                 close(d->sfd);
         if (d->tfd >= 0)
                 close(d->tfd);
-        http_set_stop_flag(NULL);
-        hook_set_stop_flag(NULL);
+        stop_watch(NULL);
 }
 
 int daemon_run(const char *config_path)

@@ -14,21 +14,10 @@
 
 #include "duration.h"
 #include "log.h"
+#include "stop.h"
 
 #define HOOK_POLL_MS     100     /* how soon the hook's exit or a stop is noticed */
 #define HOOK_TERM_WAIT_MS 2000   /* SIGTERM to SIGKILL */
-
-static const atomic_int *stop_flag;
-
-void hook_set_stop_flag(const atomic_int *flag)
-{
-        stop_flag = flag;
-}
-
-static bool stopping(void)
-{
-        return stop_flag && atomic_load(stop_flag);
-}
 
 static void child_exec(const struct cfg_integration *in, const char *token_id, int out_fd)
 {
@@ -107,7 +96,7 @@ static enum hook_end wait_hook(const char *integration, int fd, pid_t pid, int *
                         end = HOOK_EXITED;
                         break;
                 }
-                if (left <= 0 || stopping()) {
+                if (left <= 0 || stop_requested_now()) {
                         end = left <= 0 ? HOOK_TIMED_OUT : HOOK_STOPPED;
                         break;
                 }

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "duration.h"
 #include "secret.h"
+#include "stop.h"
 
 #define DEFAULT_ATTEMPTS 4
 #define BACKOFF_BASE_MS 200
@@ -43,7 +44,6 @@ struct http_client {
 static _Thread_local int64_t thread_deadline_ms;
 
 static atomic_uint_fast64_t requests_sent;
-static const atomic_int *stop_flag;
 
 /* Per host (scheme://host:port), the monotonic time before which no request
  * is sent there, shared by every client in the process: set by a 429. */
@@ -56,20 +56,10 @@ static struct gate gates[GATE_HOSTS];
 static size_t n_gates;
 static pthread_mutex_t gates_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void http_set_stop_flag(const atomic_int *flag)
-{
-        stop_flag = flag;
-}
-
-static bool stopping(void)
-{
-        return stop_flag && atomic_load(stop_flag);
-}
-
 static int on_progress(void *p, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
 {
         (void)p; (void)dlt; (void)dln; (void)ult; (void)uln;
-        return stopping() ? 1 : 0;
+        return stop_requested_now() ? 1 : 0;
 }
 
 uint64_t http_request_count(void)
@@ -502,7 +492,7 @@ static int64_t backoff_ms(int attempt, int64_t retry_after)
 /* Sleeps in short slices so a stop request is noticed promptly. */
 static void sleep_ms(int64_t ms)
 {
-        while (ms > 0 && !stopping()) {
+        while (ms > 0 && !stop_requested_now()) {
                 int64_t slice = ms > 200 ? 200 : ms;
                 struct timespec ts = { .tv_sec = 0, .tv_nsec = slice * 1000000 };
                 while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -602,7 +592,7 @@ int http_do(struct http_client *c, const struct http_request *req,
         for (attempt = 0; attempt < attempts; attempt++) {
                 int64_t wait;
 
-                if (stopping()) {
+                if (stop_requested_now()) {
                         snprintf(errbuf, errlen, "interrupted: patrol is stopping");
                         return -ECANCELED;
                 }

@@ -2,7 +2,6 @@
  * capped; idempotent calls are retried on connection errors, 5xx and 429. */
 #pragma once
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -59,11 +58,6 @@ void http_response_clear(struct http_response *r);
 
 /* Percent-encode for a path segment or query value (RFC 3986 unreserved kept). */
 char *http_escape(const char *s);
-
-/* The daemon's stop flag: when it becomes non-zero, transfers in progress
- * are aborted (-ECANCELED) and no retry is started, so SIGTERM is obeyed
- * within a second even in the middle of a slow call. */
-void http_set_stop_flag(const atomic_int *flag);
 
 /* A 429 from a host holds back every request to that host, from every
  * thread, until its Retry-After (or backoff) has passed: the whole pool
