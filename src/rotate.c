@@ -55,6 +55,9 @@ struct flight {
         struct store_handle *sh;
         struct rotate_result *res;
         char *token;            /* secret: the new token's value */
+        /* Recovery found a stored token that cannot be kept (replace_stored):
+         * rotate now, even where only recovery was asked for. */
+        bool replace;
 };
 
 #ifdef ENABLE_CRASH_POINTS
@@ -801,8 +804,8 @@ static void forget_failure(struct flight *f)
 /* The store holds the new token but it cannot be finished: Onplana refuses
  * it (revoked or expired meanwhile) or it no longer carries the configured
  * scopes.  Consumers read it, so the old token is no longer in use: retire
- * it as a finished rotation would, record the new one as current, and leave
- * the integration due, so that a fresh rotation replaces it. */
+ * it as a finished rotation would, record the new one as current, and have
+ * a fresh rotation replace it at once (f->replace). */
 static void replace_stored(struct flight *f, int64_t now)
 {
         struct rec_integration *ri = f->ri;
@@ -820,10 +823,10 @@ static void replace_stored(struct flight *f, int64_t now)
         rec_set(&ri->token_id, ri->new_token_id);
         rec_set(&ri->version, ri->new_version);
         ri->expires_at = ri->new_expires_at;
-        ri->next_rotation = now;
         rec_clear_flight(ri);
         if (save(f, "replaced") < 0)
                 return;
+        f->replace = true;
         audit(f, "recovered", old_id[0] ? old_id : NULL, new_id, ri->version, reason);
 }
 
@@ -998,7 +1001,15 @@ void rotate_recover(struct rotate_ctx *ctx, const struct cfg_integration *in, st
         if (flight_init(&f, ctx, in, res) == 0) {
                 if (f.ri->step != STEP_IDLE)
                         recover_flight(&f, now);
-                (void)revoke_due(&f, now);
+                /* The policy would make it due weeks from now (the token's
+                 * expiry is still ahead): a token that cannot be kept is
+                 * replaced at once, after any revocation due, as below. */
+                if (f.replace && res->outcome == OUTCOME_NOTHING) {
+                        if (revoke_due(&f, now) == 0)
+                                begin(&f, false, now);
+                } else {
+                        (void)revoke_due(&f, now);
+                }
         }
         record_failure(&f, now);
         f.token = secret_free(f.token);

@@ -647,3 +647,24 @@ def test_recovery_after_the_scopes_were_changed(make_env, no_leaks):
     assert cur["scopes"] == ["projects.read"], cur
     assert [t["id"] for t in env.active()] == [cur["id"]], "an orphan token is alive"
     leaks(no_leaks, env)
+
+
+@ALL_STORES
+def test_daemon_replaces_a_dead_stored_token_at_once(make_env, no_leaks):
+    """As above, but the daemon recovers, and the rotation that crashed was a
+    --rotate-now ahead of schedule: the store's dead token must be replaced at start,
+    not when the policy would next make the integration due (weeks later).  (AWS only
+    staged it: its store still holds the old, live token, which stays.)"""
+    env = make_env()
+    first, new_id = crashed_after_write(env)
+    env.onplana.ctl("PATCH", f"/_test/tokens/{new_id}", {"revoked": True})
+    d = env.patrol.spawn()
+    try:
+        def settled():      # nothing in flight, and a live token in the store
+            return not env.status()["pending"] and env.in_store()["state"] == "active"
+        assert d.wait_for(settled, timeout=15), d.stderr()
+    finally:
+        assert d.stop() == 0, d.stderr()
+    assert env.onplana.token(new_id)["state"] == "revoked"
+    assert [t["id"] for t in env.active()] == [env.in_store()["id"]], "an orphan token is alive"
+    leaks(no_leaks, env)
